@@ -1,6 +1,10 @@
 /**
  * @module
- * masquant core: the tensor interface and CPU backend, transformer blocks, checkpoint I/O, quantizers,
- * calibration statistics, the MASQuant methods, linear algebra, the block-wise pipeline and evaluation.
+ * masquant core: the tensor interface and CPU backend, transformer blocks, checkpoint I/O, model
+ * plugins, quantizers, calibration statistics, the MASQuant methods, linear algebra, the block-wise
+ * pipeline and evaluation.
  */
 export * from "./tensor/mod.ts";
+export * from "./nn/mod.ts";
+export * from "./io/mod.ts";
+export * from "./model/mod.ts";

@@ -55,6 +55,13 @@ export class Tensor {
     if (this.storage.refs === 0) this.backend.release(this.storage);
   }
 
+  /** A second handle on the same storage (released independently with its own dispose()). */
+  retain(): Tensor {
+    if (this.#disposed) throw new Error(`retain(): ${this} was disposed`);
+    this.storage.refs++;
+    return new Tensor(this.backend, this.shape, this.dtype, this.storage);
+  }
+
   /** Copies the data to the host (waits for pending GPU work). */
   read(): Promise<HostArray> {
     return this.backend.read(this);
