@@ -4,3 +4,4 @@ export * from "./attention.ts";
 export * from "./rope.ts";
 export * from "./mlp.ts";
 export * from "./decoder.ts";
+export * from "./encoder.ts";

@@ -9,8 +9,8 @@
  * The original LLaVA code can first pad the image to a square with the mean colour (`image_aspect_ratio: pad`);
  * the Hugging Face processor does not, and neither does this module unless `padToSquare` is set.
  */
-import { normalizedChw, type RgbImage } from "../../core/io/image.ts";
-import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "../../core/io/resample.ts";
+import { normalizedChw, type RgbImage } from "@masquant/core";
+import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "@masquant/core";
 
 /** OpenAI CLIP per-channel mean (R, G, B). */
 export const CLIP_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];

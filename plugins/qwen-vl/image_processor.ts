@@ -9,8 +9,8 @@
  * (0, 3, 6, 4, 7, 2, 1, 5, 8), flatten to [gt * gh * gw, C * tp * p * p] (1176 columns). Rows come out grouped
  * by m x m merge blocks, which is the order the vision tower expects.
  */
-import { normalizedChw, type RgbImage } from "../../core/io/image.ts";
-import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "../../core/io/resample.ts";
+import { normalizedChw, type RgbImage } from "@masquant/core";
+import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "@masquant/core";
 
 /** OpenAI CLIP per-channel mean (R, G, B), the Qwen-VL default. */
 export const QWEN_IMAGE_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];
