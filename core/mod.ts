@@ -8,3 +8,7 @@ export * from "./tensor/mod.ts";
 export * from "./nn/mod.ts";
 export * from "./io/mod.ts";
 export * from "./model/mod.ts";
+export * from "./quant/mod.ts";
+export * from "./calib/mod.ts";
+export * from "./methods/mod.ts";
+export { Tape } from "./tensor/autodiff.ts";

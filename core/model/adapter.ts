@@ -69,8 +69,11 @@ export interface MultimodalModel {
   layerTensorNames(i: number): LayerTensorNames;
   /** Reads layer i's weights from the checkpoint onto the backend. */
   loadLayer(i: number): Promise<DecoderLayerWeights>;
-  /** Runs decoder layer i (weights from loadLayer) on x [T, hidden]. */
-  forwardLayer(w: DecoderLayerWeights, x: Tensor, ctx: LayerContext, hook?: LinearHook): Tensor;
+  /**
+   * Runs a decoder layer (weights from loadLayer) on x [T, hidden]. `be` overrides the backend the ops run
+   * on (an autodiff tape wrapping the model's backend, for learning smoothing vectors).
+   */
+  forwardLayer(w: DecoderLayerWeights, x: Tensor, ctx: LayerContext, hook?: LinearHook, be?: Backend): Tensor;
   /** Final norm + lm_head: logits [T, vocab] of hidden states after the last layer. */
   head(x: Tensor): Promise<Tensor>;
   /** Final norm only: the normalised output hidden states. */

@@ -201,8 +201,8 @@ export abstract class DecoderLM implements MultimodalModel {
     };
   }
 
-  forwardLayer(w: DecoderLayerWeights, x: Tensor, ctx: LayerContext, hook?: LinearHook): Tensor {
-    return decoderLayer(this.backend, this.shape, w, x, ctx, hook);
+  forwardLayer(w: DecoderLayerWeights, x: Tensor, ctx: LayerContext, hook?: LinearHook, be?: Backend): Tensor {
+    return decoderLayer(be ?? this.backend, this.shape, w, x, ctx, hook);
   }
 
   /** Embedding rows of token ids [T] → [T, hidden] (widened on the host, one row at a time). */

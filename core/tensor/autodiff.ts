@@ -5,7 +5,10 @@
  * on it unchanged. Every op whose inputs depend on a parameter is recorded with its backward rule; the
  * rules are written with the inner backend's ops, so gradients run on the CPU and on WebGPU alike.
  * Tensors that do not depend on a parameter are not recorded. Recorded values are retained by the tape
- * (the caller may dispose its own handles freely) until {@link Tape.dispose}.
+ * (the caller may dispose its own handles freely, scopes included) until {@link Tape.dispose}.
+ *
+ * The gradient of gatherRows with respect to the table assumes distinct indices (it scatters rows back;
+ * repeated indices would need accumulation) — true of the modality row lists it is used with.
  */
 import type {
   Backend,
@@ -55,7 +58,7 @@ export class Tape implements Backend {
   }
 
   #hold(t: Tensor): Tensor {
-    const h = t.retain();
+    const h = t.retainUntracked();
     this.#held.push(h);
     return h;
   }
@@ -118,8 +121,8 @@ export class Tape implements Backend {
       }
     }
     const result = params.map((p) => grads.get(p.id) ?? be.full(p.shape, 0, p.dtype));
-    const keep = new Set(result.map((t) => t.id));
-    for (const [id, t] of grads) if (!keep.has(id)) t.dispose();
+    const keep = new Set(result);
+    for (const t of grads.values()) if (!keep.has(t)) t.dispose();
     return result;
   }
 
@@ -219,10 +222,12 @@ export class Tape implements Backend {
 
   gatherRows(table: Tensor, idx: Tensor): Tensor {
     const out = this.inner.gatherRows(table, idx);
+    if (!this.requiresGrad(table)) return out;
     const shape = [...table.shape];
+    const ih = this.#hold(idx);
     return this.#record("gatherRows", out, [table, idx], [(g) => {
       const z = this.inner.full(shape, 0, g.dtype);
-      const r = this.inner.scatterRows(z, g, idx);
+      const r = this.inner.scatterRows(z, g, ih);
       z.dispose();
       return r;
     }]);
@@ -230,15 +235,17 @@ export class Tape implements Backend {
 
   scatterRows(base: Tensor, rows: Tensor, idx: Tensor): Tensor {
     const out = this.inner.scatterRows(base, rows, idx);
+    if (!this.requiresGrad(base) && !this.requiresGrad(rows)) return out;
     const rshape = [...rows.shape];
+    const ih = this.#hold(idx);
     return this.#record("scatterRows", out, [base, rows, idx], [
       (g) => {
         const z = this.inner.full(rshape, 0, g.dtype);
-        const r = this.inner.scatterRows(g, z, idx);
+        const r = this.inner.scatterRows(g, z, ih);
         z.dispose();
         return r;
       },
-      (g) => this.inner.gatherRows(g, idx),
+      (g) => this.inner.gatherRows(g, ih),
     ]);
   }
 
@@ -410,8 +417,9 @@ export class Tape implements Backend {
       throw new TensorOpError("rotary", "is not differentiable with respect to the tables");
     }
     const c = this.#hold(cos);
-    const negSin = this.inner.affine(sin, -1, 0);
-    this.#held.push(negSin);
+    const neg = this.inner.affine(sin, -1, 0);
+    const negSin = this.#hold(neg);
+    neg.dispose();
     return this.#record("rotary", out, [x], [(g) => this.inner.rotary(g, c, negSin)]);
   }
 

@@ -11,6 +11,7 @@ export interface Storage {
 }
 
 let nextTensorId = 1;
+let untrackedDepth = 0;
 
 /**
  * An n-dimensional array living on a backend (host memory for the CPU backend, a GPU buffer for
@@ -29,7 +30,7 @@ export class Tensor {
     readonly dtype: DType,
     readonly storage: Storage,
   ) {
-    currentScope()?.track(this);
+    if (!untrackedDepth) currentScope()?.track(this);
   }
 
   /** Number of elements. */
@@ -60,6 +61,16 @@ export class Tensor {
     if (this.#disposed) throw new Error(`retain(): ${this} was disposed`);
     this.storage.refs++;
     return new Tensor(this.backend, this.shape, this.dtype, this.storage);
+  }
+
+  /** Like {@link retain}, but no enclosing scope will dispose the new handle (its owner must). */
+  retainUntracked(): Tensor {
+    untrackedDepth++;
+    try {
+      return this.retain();
+    } finally {
+      untrackedDepth--;
+    }
   }
 
   /** Copies the data to the host (waits for pending GPU work). */

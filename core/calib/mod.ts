@@ -1,0 +1,2 @@
+/** Calibration statistics. */
+export * from "./stats.ts";
