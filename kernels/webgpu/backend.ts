@@ -1159,18 +1159,22 @@ export class WebGPUBackend implements Backend {
     const lim = this.rt.bindableElems();
     const rowsA = Math.max(1, Math.min(Math.floor(lim / Math.max(la.wpr, 1)), Math.floor(lim / n)));
     const rowsB = Math.max(1, Math.floor(lim / Math.max(lb.wpr, 1)));
-    const code = int8MatmulKernel(b.dtype as "i8" | "int4", this.#dot4, !!bias);
+    // 16-byte loads when every row is a whole number of vec4 words and windows stay 16-byte aligned.
+    const vec4 = la.wpr % 4 === 0 && lb.wpr % 4 === 0 && (b.dtype === "i8" || la.wpr === 2 * lb.wpr);
+    const code = int8MatmulKernel(b.dtype as "i8" | "int4", this.#dot4, !!bias, vec4);
+    const eb = vec4 ? 16 : 4;
+    const unit = vec4 ? 4 : 1;
     for (let r0 = 0; r0 < m; r0 += rowsA) {
       const r1 = Math.min(m, r0 + rowsA);
-      const wa = this.rt.window(this.#buf(a), r0 * la.wpr, Math.max(r1 * la.wpr, r0 * la.wpr + 1));
+      const wa = this.rt.window(this.#buf(a), (r0 * la.wpr) / unit, Math.max(r1 * la.wpr, r0 * la.wpr + 1) / unit, eb);
       const wsa = this.rt.window(this.#buf(aScale), r0, r1);
       const wc = this.rt.window(this.#buf(out), r0 * n, r1 * n);
       for (let c0 = 0; c0 < n; c0 += rowsB) {
         const c1 = Math.min(n, c0 + rowsB);
-        const wb = this.rt.window(this.#buf(b), c0 * lb.wpr, Math.max(c1 * lb.wpr, c0 * lb.wpr + 1));
+        const wb = this.rt.window(this.#buf(b), (c0 * lb.wpr) / unit, Math.max(c1 * lb.wpr, c0 * lb.wpr + 1) / unit, eb);
         const wsb = this.rt.window(this.#buf(bScale), c0, c1);
         const wbias = bias ? this.rt.window(this.#buf(bias), c0, c1) : undefined;
-        const p = new Params().u(r1 - r0).u(c1 - c0).u(la.wpr).u(lb.wpr).u(wa.off).u(wb.off).u(wc.off).u(wsa.off)
+        const p = new Params().u(r1 - r0).u(c1 - c0).u(la.wpr).u(lb.wpr).u(wa.off * unit).u(wb.off * unit).u(wc.off).u(wsa.off)
           .u(wsb.off).u(c0).u(n).u(wbias?.off ?? 0);
         const binds = [wa.binding, wb.binding, wsa.binding, wsb.binding, wc.binding];
         if (wbias) binds.push(wbias.binding);

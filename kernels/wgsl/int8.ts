@@ -6,12 +6,39 @@
  */
 
 /** Builds the int8 × int8 (or int8 × int4) kernel. */
-export function int8MatmulKernel(bKind: "i8" | "int4", dot4: boolean, withBias: boolean): string {
+export function int8MatmulKernel(bKind: "i8" | "int4", dot4: boolean, withBias: boolean, vec4: boolean): string {
   const dotFn = dot4 ? "fn d4(x: u32, y: u32) -> i32 { return dot4I8Packed(x, y); }" : /* wgsl */ `
 fn s8(x: u32, j: u32) -> i32 { return bitcast<i32>(x << (24u - 8u * j)) >> 24u; }
 fn d4(x: u32, y: u32) -> i32 { return s8(x, 0u) * s8(y, 0u) + s8(x, 1u) * s8(y, 1u) + s8(x, 2u) * s8(y, 2u) + s8(x, 3u) * s8(y, 3u); }`;
+  // With rows of whole vec4 words (K a multiple of 16 for i8, 32 for int4) loads are 16 bytes wide.
+  const d44 = (x: string, y: string) => `d4(${x}.x, ${y}.x) + d4(${x}.y, ${y}.y) + d4(${x}.z, ${y}.z) + d4(${x}.w, ${y}.w)`;
+  const row4 = (i: number) =>
+    `acc${i} += vec4<i32>(${d44(`x${i}`, "y0")}, ${d44(`x${i}`, "y1")}, ${d44(`x${i}`, "y2")}, ${d44(`x${i}`, "y3")});`;
+  const vecInner = bKind === "i8"
+    ? /* wgsl */ `
+  for (var k = 0u; k < p.wpr_a / 4u; k++) {
+    let x0 = a[ra0 / 4u + k]; let x1 = a[ra1 / 4u + k]; let x2 = a[ra2 / 4u + k]; let x3 = a[ra3 / 4u + k];
+    let y0 = b[rb0 / 4u + k]; let y1 = b[rb1 / 4u + k]; let y2 = b[rb2 / 4u + k]; let y3 = b[rb3 / 4u + k];
+    ${row4(0)}
+    ${row4(1)}
+    ${row4(2)}
+    ${row4(3)}
+  }`
+    : /* wgsl */ `
+  for (var w = 0u; w < p.wpr_b / 4u; w++) {
+    let zb0 = b[rb0 / 4u + w]; let zb1 = b[rb1 / 4u + w]; let zb2 = b[rb2 / 4u + w]; let zb3 = b[rb3 / 4u + w];
+    for (var half = 0u; half < 2u; half++) {
+      let y0 = expand4(zb0, half); let y1 = expand4(zb1, half); let y2 = expand4(zb2, half); let y3 = expand4(zb3, half);
+      let k = 2u * w + half;
+      let x0 = a[ra0 / 4u + k]; let x1 = a[ra1 / 4u + k]; let x2 = a[ra2 / 4u + k]; let x3 = a[ra3 / 4u + k];
+      ${row4(0)}
+      ${row4(1)}
+      ${row4(2)}
+      ${row4(3)}
+    }
+  }`;
   // For int4 weights, word w of a row holds columns 8w..8w+7; expand to two i8 words.
-  const inner = bKind === "i8"
+  const scalarInner = bKind === "i8"
     ? /* wgsl */ `
   for (var k = 0u; k < p.wpr_a; k++) {
     let x0 = a[ra0 + k]; let x1 = a[ra1 + k]; let x2 = a[ra2 + k]; let x3 = a[ra3 + k];
@@ -40,12 +67,14 @@ fn d4(x: u32, y: u32) -> i32 { return s8(x, 0u) * s8(y, 0u) + s8(x, 1u) * s8(y, 
       acc3 += vec4<i32>(d4(h3, z0.y), d4(h3, z1.y), d4(h3, z2.y), d4(h3, z3.y));
     }
   }`;
+  const inner = vec4 ? vecInner : scalarInner;
+  const word = vec4 ? "vec4<u32>" : "u32";
   return /* wgsl */ `
 struct P { m: u32, n: u32, wpr_a: u32, wpr_b: u32, off_a: u32, off_b: u32, off_c: u32, off_sa: u32,
   off_sb: u32, n0: u32, ldc: u32, off_bias: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<u32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<${word}>;
+@group(0) @binding(2) var<storage, read> b: array<${word}>;
 @group(0) @binding(3) var<storage, read> sa: array<f32>;
 @group(0) @binding(4) var<storage, read> sb: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
@@ -60,6 +89,12 @@ fn expand(w: u32) -> vec2<u32> {
     hi |= (u32(i32((w >> (4u * j + 16u)) & 15u) - 8) & 255u) << (8u * j);
   }
   return vec2<u32>(lo, hi);
+}
+// Two 16-column halves of a vec4 of int4 words as vec4s of i8 words.
+fn expand4(v: vec4<u32>, half: u32) -> vec4<u32> {
+  let e0 = expand(v[2u * half]);
+  let e1 = expand(v[2u * half + 1u]);
+  return vec4<u32>(e0.x, e0.y, e1.x, e1.y);
 }
 fn put(row: u32, col: u32, acc: i32) {
   if (row >= p.m || col >= p.n) { return; }
