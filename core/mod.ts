@@ -12,3 +12,5 @@ export * from "./quant/mod.ts";
 export * from "./calib/mod.ts";
 export * from "./methods/mod.ts";
 export { Tape } from "./tensor/autodiff.ts";
+export * from "./pipeline/mod.ts";
+export * from "./eval/mod.ts";

@@ -1,2 +1,3 @@
 /** Calibration statistics. */
 export * from "./stats.ts";
+export * from "./dataset.ts";

@@ -10,7 +10,7 @@
  *
  * Statistics come from the float chain's inputs (the reference collects them on the full-precision model).
  */
-import type { Backend, Tensor } from "../tensor/mod.ts";
+import { type Backend, keep, type Tensor } from "../tensor/mod.ts";
 import { groupOf, type LinearGroup, type LinearHook } from "../nn/decoder.ts";
 import { MODALITIES, type Modality, MODALITY_ID } from "../model/modality.ts";
 
@@ -66,14 +66,20 @@ export class LayerStats {
       const g = groupOf(name);
       if (!seen.has(g)) {
         seen.add(g);
-        this.#pending.push({ group: g, key: "all", tensor: be.channelMaxAbs(x) });
+        // Statistics outlive the layer's scope: keep() hands them to the caller.
+        this.#pending.push({ group: g, key: "all", tensor: keep(be.channelMaxAbs(x)) });
         for (const m of MODALITIES) {
           const r = rows[m];
           if (!r || r.size === 0) continue;
-          this.#pending.push({ group: g, key: m, tensor: be.channelMaxAbs(x, ids, MODALITY_ID[m]) });
+          this.#pending.push({ group: g, key: m, tensor: keep(be.channelMaxAbs(x, ids, MODALITY_ID[m])) });
           if (g !== "down" && this.gramModalities.includes(m)) {
             const xm = be.gatherRows(x, r);
-            this.#pending.push({ group: g, key: "gram", modality: m, tensor: be.matmul(xm, xm, { transA: true }) });
+            this.#pending.push({
+              group: g,
+              key: "gram",
+              modality: m,
+              tensor: keep(be.matmul(xm, xm, { transA: true })),
+            });
             xm.dispose();
           }
         }

@@ -117,14 +117,26 @@ function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64A
         const ui = vNext[i];
         const aii = w[oi + i] - 2 * vi * qi;
         w[oi + i] = aii;
-        let s = pNext[i] + aii * ui;
-        for (let j = i + 1; j < n; j++) {
+        let s0 = pNext[i] + aii * ui;
+        let s1 = 0;
+        let j = i + 1;
+        for (; j + 2 <= n; j += 2) {
+          const a0 = w[oi + j] - (vi * q[j] + qi * v[j]);
+          const a1 = w[oi + j + 1] - (vi * q[j + 1] + qi * v[j + 1]);
+          w[oi + j] = a0;
+          w[oi + j + 1] = a1;
+          s0 += a0 * vNext[j];
+          s1 += a1 * vNext[j + 1];
+          pNext[j] += a0 * ui;
+          pNext[j + 1] += a1 * ui;
+        }
+        if (j < n) {
           const a = w[oi + j] - (vi * q[j] + qi * v[j]);
           w[oi + j] = a;
-          s += a * vNext[j];
+          s0 += a * vNext[j];
           pNext[j] += a * ui;
         }
-        pNext[i] = s;
+        pNext[i] = s0 + s1;
       }
       [v, vNext] = [vNext, v];
       [p, pNext] = [pNext, p];
@@ -182,8 +194,7 @@ function reflectorProduct(w: Float64Array, n: number, tau: Float64Array): Float6
         if (tk === 0) continue;
         const vo = k * n; // v_j = w[vo + j] for j ≥ k+2, v_{k+1} = 1
         const b0 = k + 1;
-        let s = qt[oi + b0];
-        for (let j = b0 + 1; j < n; j++) s += qt[oi + j] * w[vo + j];
+        let s = dotFrom(qt, oi, w, vo, b0 + 1, n) + qt[oi + b0];
         s *= tk;
         if (s === 0) continue;
         qt[oi + b0] -= s;
@@ -192,6 +203,20 @@ function reflectorProduct(w: Float64Array, n: number, tau: Float64Array): Float6
     }
   }
   return transposeSquare(qt, n);
+}
+
+/** Σ_{j ∈ [from, to)} x[xo + j]·y[yo + j] with four partial sums (independent dependency chains). */
+function dotFrom(x: Float64Array, xo: number, y: Float64Array, yo: number, from: number, to: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let j = from;
+  for (; j + 4 <= to; j += 4) {
+    s0 += x[xo + j] * y[yo + j];
+    s1 += x[xo + j + 1] * y[yo + j + 1];
+    s2 += x[xo + j + 2] * y[yo + j + 2];
+    s3 += x[xo + j + 3] * y[yo + j + 3];
+  }
+  for (; j < to; j++) s0 += x[xo + j] * y[yo + j];
+  return (s0 + s1) + (s2 + s3);
 }
 
 function transposeSquare(a: Float64Array, n: number): Float64Array {
@@ -246,7 +271,36 @@ class SweepBuffer {
   flush(): void {
     const { v, n, c, s, lo, hi } = this;
     const sweeps = lo.length;
-    for (let r = 0; r < n; r++) {
+    let r = 0;
+    // Four rows at a time: four independent dependency chains per rotation.
+    for (; r + 4 <= n; r += 4) {
+      const o0 = r * n, o1 = o0 + n, o2 = o1 + n, o3 = o2 + n;
+      let off = 0;
+      for (let t = 0; t < sweeps; t++) {
+        const l = lo[t];
+        const h = hi[t];
+        let a0 = v[o0 + l], a1 = v[o1 + l], a2 = v[o2 + l], a3 = v[o3 + l];
+        for (let k = l; k < h; k++) {
+          const ck = c[off];
+          const sk = s[off];
+          off++;
+          const b0 = v[o0 + k + 1], b1 = v[o1 + k + 1], b2 = v[o2 + k + 1], b3 = v[o3 + k + 1];
+          v[o0 + k] = ck * a0 + sk * b0;
+          v[o1 + k] = ck * a1 + sk * b1;
+          v[o2 + k] = ck * a2 + sk * b2;
+          v[o3 + k] = ck * a3 + sk * b3;
+          a0 = ck * b0 - sk * a0;
+          a1 = ck * b1 - sk * a1;
+          a2 = ck * b2 - sk * a2;
+          a3 = ck * b3 - sk * a3;
+        }
+        v[o0 + h] = a0;
+        v[o1 + h] = a1;
+        v[o2 + h] = a2;
+        v[o3 + h] = a3;
+      }
+    }
+    for (; r < n; r++) {
       const o = r * n;
       let off = 0;
       for (let t = 0; t < sweeps; t++) {

@@ -2,3 +2,4 @@
 export * from "./state.ts";
 export * from "./smoothquant.ts";
 export * from "./mas.ts";
+export * from "./cmc.ts";

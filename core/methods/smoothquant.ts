@@ -69,3 +69,48 @@ export async function smoothQuantLayer(
   const f = await groupFactors(be, w, stats, "all", alpha);
   return { scheme, linears: { o: { smooth: { all: f.o } } }, fold: { qkv: f.qkv, gateUp: f.gateUp } };
 }
+
+/** Divides a norm weight by s and multiplies the columns of the group's weights by s. */
+function fold(
+  be: Backend,
+  w: DecoderLayerWeights,
+  s: Float32Array,
+  norm: "inputNorm" | "postNorm",
+  names: readonly LinearName[],
+) {
+  const st = be.tensor(s, [s.length]);
+  const normW = be.binary("div", w[norm], st);
+  const lin: Partial<Record<LinearName, { w: Tensor; b?: Tensor }>> = {};
+  for (const n of names) lin[n] = { w: be.binary("mul", w.linears[n].w, st), b: w.linears[n].b?.retain() };
+  st.dispose();
+  return { normW, lin };
+}
+
+/**
+ * The layer with SmoothQuant factors folded in (new tensor handles; the caller disposes them), or the
+ * original weights retained when the state has no fold.
+ */
+export function foldedWeights(be: Backend, w: DecoderLayerWeights, state: LayerQuantState): DecoderLayerWeights {
+  const retain = (l: { w: Tensor; b?: Tensor }) => ({ w: l.w.retain(), b: l.b?.retain() });
+  if (!state.fold) {
+    return {
+      inputNorm: w.inputNorm.retain(),
+      postNorm: w.postNorm.retain(),
+      linears: Object.fromEntries(
+        Object.entries(w.linears).map(([k, l]) => [k, retain(l)]),
+      ) as DecoderLayerWeights["linears"],
+    };
+  }
+  const a = fold(be, w, state.fold.qkv, "inputNorm", LINEAR_GROUPS.qkv);
+  const b = fold(be, w, state.fold.gateUp, "postNorm", LINEAR_GROUPS.gateUp);
+  return {
+    inputNorm: a.normW,
+    postNorm: b.normW,
+    linears: {
+      ...a.lin,
+      ...b.lin,
+      o: retain(w.linears.o),
+      down: retain(w.linears.down),
+    } as DecoderLayerWeights["linears"],
+  };
+}

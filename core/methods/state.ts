@@ -9,7 +9,7 @@
  *   cross-modal compensation (x/s_m)·L_m·R_m for vision and audio tokens:
  *   y = Q_a(x/s_m)·Q_w(W·s_t)ᵀ + b + [m ≠ text]·(x/s_m)·L_m·R_m.
  */
-import type { Backend, Tensor } from "../tensor/mod.ts";
+import { type Backend, type Tensor, untracked } from "../tensor/mod.ts";
 import type { LinearHook, LinearName } from "../nn/decoder.ts";
 import { type Linear, linear } from "../nn/linear.ts";
 import { MODALITIES, type Modality } from "../model/modality.ts";
@@ -66,7 +66,7 @@ export class LayerRuntime {
     if (!v) return undefined;
     const k = `s:${name}:${key}`;
     let t = this.#cache.get(k);
-    if (!t) this.#cache.set(k, t = this.be.tensor(v, [v.length]));
+    if (!t) this.#cache.set(k, t = untracked(() => this.be.tensor(v, [v.length])));
     return t;
   }
 
@@ -76,7 +76,7 @@ export class LayerRuntime {
     let t = this.#cache.get(k);
     if (!t) {
       const s = key === "none" ? undefined : this.smooth(name, key);
-      this.#cache.set(k, t = quantWeight(this.be, lin.w, this.state.scheme, s));
+      this.#cache.set(k, t = untracked(() => quantWeight(this.be, lin.w, this.state.scheme, s)));
     }
     return t;
   }
@@ -86,8 +86,13 @@ export class LayerRuntime {
    * symmetric per channel (integer kernels), else the dequantized float weight.
    */
   deployedWeight(name: LinearName, lin: Linear): { q?: Tensor; scale?: Tensor; w?: Tensor } {
-    let p = this.#packed.get(name);
+    const p = this.#packed.get(name);
     if (p) return p;
+    return untracked(() => this.#pack(name, lin));
+  }
+
+  #pack(name: LinearName, lin: Linear): { q?: Tensor; scale?: Tensor; w?: Tensor } {
+    let p: { q?: Tensor; scale?: Tensor; w?: Tensor };
     const be = this.be;
     const scheme = this.state.scheme;
     const s = this.smooth(name, "text") ?? this.smooth(name, "all");
@@ -111,10 +116,10 @@ export class LayerRuntime {
     if (!f) return undefined;
     const kl = `L:${name}:${m}`;
     let L = this.#cache.get(kl);
-    if (!L) this.#cache.set(kl, L = this.be.tensor(f.L, [f.dIn, f.rank]));
+    if (!L) this.#cache.set(kl, L = untracked(() => this.be.tensor(f.L, [f.dIn, f.rank])));
     const kr = `R:${name}:${m}`;
     let R = this.#cache.get(kr);
-    if (!R) this.#cache.set(kr, R = this.be.tensor(f.R, [f.rank, f.dOut]));
+    if (!R) this.#cache.set(kr, R = untracked(() => this.be.tensor(f.R, [f.rank, f.dOut])));
     return { L, R };
   }
 

@@ -31,6 +31,7 @@ export {
   type Storage,
   stridesOf,
   Tensor,
+  untracked,
 } from "./tensor.ts";
 export { CpuBackend, type CpuBackendOptions, cpuData } from "./cpu/backend.ts";
 export { Rng } from "./random.ts";

@@ -202,6 +202,19 @@ export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
   return result;
 }
 
+/**
+ * Runs `fn` with scope tracking suspended: tensors it creates belong to no scope (for caches that
+ * outlive the scope they are filled in; their owner disposes them).
+ */
+export function untracked<T>(fn: () => T): T {
+  untrackedDepth++;
+  try {
+    return fn();
+  } finally {
+    untrackedDepth--;
+  }
+}
+
 /** Marks tensors to survive the innermost scope (they move to the enclosing one). Returns its argument. */
 export function keep<T extends Tensor | Tensor[]>(t: T): T {
   if (Array.isArray(t)) { for (const x of t) kept.add(x); }

@@ -1,0 +1,2 @@
+/** Evaluation against the float model. */
+export * from "./compare.ts";

@@ -1,0 +1,351 @@
+/**
+ * The quantized output: a Hugging Face model directory.
+ *
+ * - Main shards (`model.safetensors` or `model-0000k-of-0000n.safetensors` + index): every tensor outside
+ *   the decoder layers copied byte for byte in its original dtype; in each decoder layer the norms (with
+ *   SmoothQuant factors folded in where the method folds them) and, for every linear, the unified
+ *   quantized weight Q_w(W·diag(s)) in the compressed-tensors layout:
+ *   - 8-bit: `<linear>.weight` I8 [out, in] and `<linear>.weight_scale` F32 [out, 1];
+ *   - 4-bit (and other widths ≤ 4): `<linear>.weight_packed` I32 [out, ⌈in/8⌉] (value + 8 in nibble i,
+ *     low nibble first), `<linear>.weight_scale` F32 [out, groups], `<linear>.weight_shape` I64 [2];
+ *   - asymmetric schemes add `<linear>.weight_zero_point` I8 [out, groups] (the zero point minus
+ *     2^(b−1), unpacked);
+ *   - biases copied.
+ * - `masquant.safetensors` (not in the weight map, so other loaders ignore it): the smoothing vectors the
+ *   runtime divides activations by — `<linear>.masquant.smooth.{all,text,vision,audio}` F32 [in] — and the
+ *   CMC factors `<linear>.masquant.cmc.{vision,audio}.{L,R}` F32 ([in, r] and [r, out]).
+ * - `config.json` with a `quantization_config` (compressed-tensors conventions: `int-quantized` for 8-bit
+ *   weights, `pack-quantized` for ≤ 4-bit; dynamic per-token int activations; towers, projector and
+ *   lm_head ignored), `masquant_config.json` (method, scheme, modalities, token ids, CMC settings), the
+ *   tokenizer and processor files, and `run.json` (the run record).
+ *
+ * While a run is in progress each finished layer is written to `<out>/.partial/layer-NNNNN.safetensors`
+ * (atomically); {@link finishExport} assembles the directory from them, so a killed run can resume from
+ * the last complete layer.
+ */
+import type { Backend, Tensor } from "../tensor/mod.ts";
+import { packInt4 } from "../tensor/cpu/int4.ts";
+import { type SafetensorsDType } from "../io/safetensors.ts";
+import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { writeCheckpoint } from "../io/checkpoint.ts";
+import { writeTextAtomic } from "../io/atomic.ts";
+import type { MultimodalModel } from "../model/adapter.ts";
+import type { DecoderLayerWeights, LinearName } from "../nn/decoder.ts";
+import { LINEAR_NAMES } from "../nn/decoder.ts";
+import type { QuantScheme } from "../quant/scheme.ts";
+import { foldedWeights } from "../methods/smoothquant.ts";
+import { type LayerQuantState, type SmoothKey, smoothKeyFor } from "../methods/state.ts";
+import { disposeWeights } from "./quantize.ts";
+
+/** Name of the directory holding per-layer checkpoints of an unfinished run. */
+export const PARTIAL_DIR = ".partial";
+
+/** Per-layer checkpoint path. */
+export function layerFile(out: string, layer: number): string {
+  return `${out}/${PARTIAL_DIR}/layer-${String(layer).padStart(5, "0")}.safetensors`;
+}
+
+function f32(name: string, shape: number[], data: Float32Array): TensorToWrite {
+  return { name, dtype: "F32", shape, data };
+}
+
+/** The weight key used for the unified deployed weight of a linear (text, else merged, else none). */
+function deployKey(st: LayerQuantState["linears"][LinearName]): SmoothKey | undefined {
+  return smoothKeyFor(st, "text");
+}
+
+/** Quantizes one weight (already smoothed) into compressed-tensors tensors. */
+async function quantizedWeightTensors(
+  be: Backend,
+  prefix: string,
+  ws: Tensor,
+  scheme: QuantScheme,
+): Promise<TensorToWrite[]> {
+  const spec = scheme.weight;
+  const [out, inp] = ws.shape;
+  if (spec.bits >= 16) return [f32(`${prefix}.weight`, [out, inp], await ws.read() as Float32Array)];
+  const qz = be.quantize(ws, spec, false);
+  const codes = await qz.q.read() as Int8Array;
+  const scale = await qz.scale.read() as Float32Array;
+  const zero = qz.zero ? await qz.zero.read() as Int32Array : undefined;
+  for (const t of [qz.q, qz.scale, qz.zero]) t?.dispose();
+  const groups = scale.length / out;
+  const res: TensorToWrite[] = [];
+  if (spec.bits === 8) {
+    res.push({ name: `${prefix}.weight`, dtype: "I8", shape: [out, inp], data: codes });
+  } else if (spec.bits <= 4) {
+    const words = packInt4(codes, [out, inp]);
+    res.push({
+      name: `${prefix}.weight_packed`,
+      dtype: "I32",
+      shape: [out, words.length / out],
+      data: new Int32Array(words.buffer),
+    });
+    res.push({
+      name: `${prefix}.weight_shape`,
+      dtype: "I64",
+      shape: [2],
+      data: BigInt64Array.from([BigInt(out), BigInt(inp)]),
+    });
+  } else {
+    res.push({ name: `${prefix}.weight`, dtype: "I8", shape: [out, inp], data: codes });
+  }
+  res.push(f32(`${prefix}.weight_scale`, [out, groups], scale));
+  if (zero) {
+    res.push({ name: `${prefix}.weight_zero_point`, dtype: "I8", shape: [out, groups], data: Int8Array.from(zero) });
+  }
+  return res;
+}
+
+/** All tensors of one finished layer: main-shard tensors and the MASQuant side tensors. */
+export async function layerTensors(
+  be: Backend,
+  model: MultimodalModel,
+  layer: number,
+  w: DecoderLayerWeights,
+  state: LayerQuantState,
+): Promise<{ main: TensorToWrite[]; side: TensorToWrite[] }> {
+  const names = model.layerTensorNames(layer);
+  const main: TensorToWrite[] = [];
+  const side: TensorToWrite[] = [];
+  const fw = foldedWeights(be, w, state);
+  try {
+    if (state.fold) {
+      const lp = names.inputNorm.replace(/\.input_layernorm\.weight$/, "");
+      side.push(f32(`${lp}.masquant.fold.qkv`, [state.fold.qkv.length], state.fold.qkv));
+      side.push(f32(`${lp}.masquant.fold.gate_up`, [state.fold.gateUp.length], state.fold.gateUp));
+    }
+    main.push(f32(names.inputNorm, [fw.inputNorm.size], await fw.inputNorm.read() as Float32Array));
+    main.push(f32(names.postNorm, [fw.postNorm.size], await fw.postNorm.read() as Float32Array));
+    for (const n of LINEAR_NAMES) {
+      const lin = fw.linears[n];
+      const st = state.linears[n];
+      const prefix = names.linears[n].w.replace(/\.weight$/, "");
+      const key = deployKey(st);
+      const sv = key ? st!.smooth![key]! : undefined;
+      const s = sv ? be.tensor(sv, [sv.length]) : undefined;
+      const ws = s ? be.binary("mul", lin.w, s) : lin.w.retain();
+      main.push(...await quantizedWeightTensors(be, prefix, ws, state.scheme));
+      ws.dispose();
+      s?.dispose();
+      if (lin.b) main.push(f32(names.linears[n].b!, [lin.b.size], await lin.b.read() as Float32Array));
+      for (const [k, v] of Object.entries(st?.smooth ?? {})) {
+        if (v) side.push(f32(`${prefix}.masquant.smooth.${k}`, [v.length], v));
+      }
+      for (const [m, f] of Object.entries(st?.cmc ?? {})) {
+        if (!f) continue;
+        side.push(f32(`${prefix}.masquant.cmc.${m}.L`, [f.dIn, f.rank], f.L));
+        side.push(f32(`${prefix}.masquant.cmc.${m}.R`, [f.rank, f.dOut], f.R));
+      }
+    }
+  } finally {
+    disposeWeights(fw);
+  }
+  return { main, side };
+}
+
+/** Writes the per-layer checkpoint of a finished layer (atomically). */
+export async function writeLayerCheckpoint(
+  be: Backend,
+  model: MultimodalModel,
+  out: string,
+  layer: number,
+  w: DecoderLayerWeights,
+  state: LayerQuantState,
+  record: Record<string, unknown>,
+): Promise<void> {
+  const { main, side } = await layerTensors(be, model, layer, w, state);
+  const tensors = [
+    ...main.map((t) => ({ ...t, name: `main/${t.name}` })),
+    ...side.map((t) => ({ ...t, name: `side/${t.name}` })),
+  ];
+  await Deno.mkdir(`${out}/${PARTIAL_DIR}`, { recursive: true });
+  await writeSafetensors(layerFile(out, layer), tensors, {
+    layer: String(layer),
+    state: JSON.stringify(stateMeta(state)),
+    record: JSON.stringify(record),
+  });
+}
+
+/** The JSON-able part of a state (vectors live in tensors). */
+function stateMeta(state: LayerQuantState): Record<string, unknown> {
+  return { scheme: state.scheme, fold: !!state.fold };
+}
+
+/** Reads back the per-layer checkpoints that exist, in layer order, stopping at the first gap. */
+export async function completedLayers(out: string, layers: number): Promise<number> {
+  let n = 0;
+  for (; n < layers; n++) {
+    try {
+      await Deno.stat(layerFile(out, n));
+    } catch {
+      break;
+    }
+  }
+  return n;
+}
+
+/**
+ * Rebuilds a layer's quantization state from its per-layer checkpoint (smoothing vectors, CMC factors,
+ * SmoothQuant fold factors), bit for bit.
+ */
+export async function readLayerState(
+  model: MultimodalModel,
+  out: string,
+  layer: number,
+): Promise<{ state: LayerQuantState; record: Record<string, unknown> }> {
+  const f = await SafetensorsFile.open(layerFile(out, layer));
+  try {
+    const meta = JSON.parse(f.metadata.state ?? "{}") as { scheme: QuantScheme; fold: boolean };
+    const record = JSON.parse(f.metadata.record ?? "{}") as Record<string, unknown>;
+    const names = model.layerTensorNames(layer);
+    const state: LayerQuantState = { scheme: meta.scheme, linears: {} };
+    for (const n of LINEAR_NAMES) {
+      const prefix = names.linears[n].w.replace(/\.weight$/, "");
+      const st: NonNullable<LayerQuantState["linears"][LinearName]> = {};
+      for (const k of ["all", "text", "vision", "audio"] as const) {
+        const nm = `side/${prefix}.masquant.smooth.${k}`;
+        if (f.has(nm)) (st.smooth ??= {})[k] = await f.readFloat32(nm);
+      }
+      for (const m of ["vision", "audio"] as const) {
+        const ln = `side/${prefix}.masquant.cmc.${m}.L`;
+        if (!f.has(ln)) continue;
+        const [dIn, rank] = f.entry(ln).shape;
+        const R = await f.readFloat32(`side/${prefix}.masquant.cmc.${m}.R`);
+        (st.cmc ??= {})[m] = { L: await f.readFloat32(ln), R, rank, dIn, dOut: R.length / rank };
+      }
+      if (st.smooth || st.cmc) state.linears[n] = st;
+    }
+    if (meta.fold) {
+      const lp = names.inputNorm.replace(/\.input_layernorm\.weight$/, "");
+      state.fold = {
+        qkv: await f.readFloat32(`side/${lp}.masquant.fold.qkv`),
+        gateUp: await f.readFloat32(`side/${lp}.masquant.fold.gate_up`),
+      };
+    }
+    return { state, record };
+  } finally {
+    f.close();
+  }
+}
+
+/** Settings recorded in masquant_config.json. */
+export interface ExportInfo {
+  method: string;
+  scheme: QuantScheme;
+  /** Extra fields (alpha, modalities, CMC options, token ids, …). */
+  details: Record<string, unknown>;
+}
+
+const TOWER_IGNORES = [
+  "re:.*lm_head",
+  "re:.*vision_tower.*",
+  "re:.*multi_modal_projector.*",
+  "re:.*visual.*",
+  "re:.*audio_tower.*",
+];
+
+/** The compressed-tensors `quantization_config` of a scheme. */
+export function quantizationConfig(scheme: QuantScheme): Record<string, unknown> {
+  const w = scheme.weight;
+  return {
+    quant_method: "compressed-tensors",
+    format: w.bits <= 4 ? "pack-quantized" : "int-quantized",
+    quantization_status: "compressed",
+    config_groups: {
+      group_0: {
+        targets: ["Linear"],
+        weights: {
+          num_bits: w.bits,
+          type: "int",
+          symmetric: w.symmetric,
+          strategy: w.groupSize ? "group" : "channel",
+          group_size: w.groupSize || null,
+          dynamic: false,
+        },
+        input_activations: scheme.act
+          ? {
+            num_bits: scheme.act.bits,
+            type: "int",
+            symmetric: true,
+            strategy: "token",
+            dynamic: true,
+            group_size: null,
+          }
+          : null,
+        output_activations: null,
+      },
+    },
+    ignore: TOWER_IGNORES,
+    kv_cache_scheme: null,
+  };
+}
+
+const COPIED_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "chat_template.json",
+  "chat_template.jinja",
+  "preprocessor_config.json",
+  "processor_config.json",
+  "generation_config.json",
+  "vocab.json",
+  "merges.txt",
+  "added_tokens.json",
+];
+
+/**
+ * Assembles the final directory from the per-layer checkpoints and the source model, then removes the
+ * partial directory. Every file is written atomically.
+ */
+export async function finishExport(
+  model: MultimodalModel,
+  out: string,
+  info: ExportInfo,
+  runRecord: Record<string, unknown>,
+  opts: { maxShardBytes?: number } = {},
+): Promise<void> {
+  const main: TensorToWrite[] = [];
+  const side: TensorToWrite[] = [];
+  for (const name of model.nonLayerTensorNames()) {
+    const e = model.checkpoint.entry(name);
+    main.push({
+      name,
+      dtype: e.dtype as SafetensorsDType,
+      shape: e.shape,
+      data: await model.checkpoint.readBytes(name),
+    });
+  }
+  for (let l = 0; l < model.numLayers; l++) {
+    const f = await SafetensorsFile.open(layerFile(out, l));
+    try {
+      for (const n of f.names()) {
+        const e = f.entry(n);
+        const t = { name: n.slice(5), dtype: e.dtype, shape: e.shape, data: await f.readBytes(n) };
+        (n.startsWith("main/") ? main : side).push(t);
+      }
+    } finally {
+      f.close();
+    }
+  }
+  await writeCheckpoint(out, main, { maxShardBytes: opts.maxShardBytes, metadata: { quantized_by: "masquant" } });
+  await writeSafetensors(`${out}/masquant.safetensors`, side, { method: info.method });
+  const config = { ...model.config, quantization_config: quantizationConfig(info.scheme) };
+  await writeTextAtomic(`${out}/config.json`, JSON.stringify(config, null, 2) + "\n");
+  await writeTextAtomic(
+    `${out}/masquant_config.json`,
+    JSON.stringify({ format_version: 1, method: info.method, scheme: info.scheme, ...info.details }, null, 2) + "\n",
+  );
+  for (const name of COPIED_FILES) {
+    try {
+      const bytes = await Deno.readFile(`${model.dir}/${name}`);
+      await Deno.writeFile(`${out}/${name}.tmp`, bytes);
+      await Deno.rename(`${out}/${name}.tmp`, `${out}/${name}`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  await writeTextAtomic(`${out}/run.json`, JSON.stringify(runRecord, null, 2) + "\n");
+  await Deno.remove(`${out}/${PARTIAL_DIR}`, { recursive: true });
+}

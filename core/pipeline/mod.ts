@@ -1,0 +1,3 @@
+/** The block-wise quantization driver and the quantized checkpoint format. */
+export * from "./quantize.ts";
+export * from "./export.ts";
