@@ -44,14 +44,14 @@ export function checkMatrix(
 }
 
 /** The n×n identity matrix. */
-export function identity(n: number): Float64Array {
+export function denseIdentity(n: number): Float64Array {
   const a = new Float64Array(n * n);
   for (let i = 0; i < n; i++) a[i * n + i] = 1;
   return a;
 }
 
 /** The transpose [cols, rows] of a rows×cols matrix (any numeric array; the result is float64). */
-export function transpose(a: ArrayLike<number>, rows: number, cols: number): Float64Array {
+export function denseTranspose(a: ArrayLike<number>, rows: number, cols: number): Float64Array {
   const t = new Float64Array(rows * cols);
   const B = 32;
   for (let r0 = 0; r0 < rows; r0 += B) {
@@ -66,8 +66,8 @@ export function transpose(a: ArrayLike<number>, rows: number, cols: number): Flo
   return t;
 }
 
-/** Transposes of {@link matmul}: `transA` means `a` is stored [k, m]; `transB` means `b` is stored [n, k]. */
-export interface HostMatmulOptions {
+/** Transposes of {@link denseMatmul}: `transA` means `a` is stored [k, m]; `transB` means `b` is stored [n, k]. */
+export interface DenseMatmulOptions {
   /** Use aᵀ. */
   transA?: boolean;
   /** Use bᵀ. */
@@ -78,18 +78,18 @@ export interface HostMatmulOptions {
  * op(a)·op(b) in float64 for op(a) m×k and op(b) k×n → m×n. Operands are first brought to the
  * layout "a as [m, k], b as [k, n]" and multiplied row by row (each output row is a sum of rows of b).
  */
-export function matmul(
+export function denseMatmul(
   a: ArrayLike<number>,
   b: ArrayLike<number>,
   m: number,
   k: number,
   n: number,
-  opts: HostMatmulOptions = {},
+  opts: DenseMatmulOptions = {},
 ): Float64Array {
-  ensure(a.length === m * k, "matmul", () => `a has ${a.length} values, expected ${m}×${k}`);
-  ensure(b.length === k * n, "matmul", () => `b has ${b.length} values, expected ${k}×${n}`);
-  const A = opts.transA ? transpose(a, k, m) : a;
-  const B = opts.transB ? transpose(b, n, k) : b instanceof Float64Array ? b : Float64Array.from(b);
+  ensure(a.length === m * k, "denseMatmul", () => `a has ${a.length} values, expected ${m}×${k}`);
+  ensure(b.length === k * n, "denseMatmul", () => `b has ${b.length} values, expected ${k}×${n}`);
+  const A = opts.transA ? denseTranspose(a, k, m) : a;
+  const B = opts.transB ? denseTranspose(b, n, k) : b instanceof Float64Array ? b : Float64Array.from(b);
   const out = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     const o = i * n;
@@ -112,7 +112,7 @@ export function frobeniusNormSquared(a: ArrayLike<number>): number {
 
 /** √(Σ a_i²), scaled against overflow and underflow. */
 export function frobeniusNorm(a: ArrayLike<number>): number {
-  const scale = maxAbs(a);
+  const scale = denseMaxAbs(a);
   if (scale === 0 || !Number.isFinite(scale)) return scale;
   let s = 0;
   for (let i = 0; i < a.length; i++) {
@@ -123,7 +123,7 @@ export function frobeniusNorm(a: ArrayLike<number>): number {
 }
 
 /** max |a_i| (0 for an empty array). */
-export function maxAbs(a: ArrayLike<number>): number {
+export function denseMaxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) {
     const v = Math.abs(a[i]);
@@ -133,8 +133,8 @@ export function maxAbs(a: ArrayLike<number>): number {
 }
 
 /** Columns [c0, c1) of a rows×cols matrix, as a rows×(c1−c0) matrix. */
-export function columns(a: ArrayLike<number>, rows: number, cols: number, c0: number, c1: number): Float64Array {
-  ensure(0 <= c0 && c0 <= c1 && c1 <= cols, "columns", () => `range [${c0}, ${c1}) is outside 0..${cols}`);
+export function denseColumns(a: ArrayLike<number>, rows: number, cols: number, c0: number, c1: number): Float64Array {
+  ensure(0 <= c0 && c0 <= c1 && c1 <= cols, "denseColumns", () => `range [${c0}, ${c1}) is outside 0..${cols}`);
   const w = c1 - c0;
   const out = new Float64Array(rows * w);
   for (let r = 0; r < rows; r++) {
@@ -153,7 +153,7 @@ export function orthonormalColumns(y: ArrayLike<number>, m: number, r: number): 
   ensure(r <= m, "orthonormalColumns", () => `needs at least as many rows as columns, got ${m}×${r}`);
   ensure(y.length === m * r, "orthonormalColumns", () => `y has ${y.length} values, expected ${m}×${r}`);
   // Work on yᵀ so that every column is a contiguous row; reflectors are kept in the rows of w.
-  const w = transpose(y, m, r);
+  const w = denseTranspose(y, m, r);
   const tau = new Float64Array(r);
   const beta = new Float64Array(r);
   for (let j = 0; j < r; j++) {
@@ -192,7 +192,7 @@ export function orthonormalColumns(y: ArrayLike<number>, m: number, r: number): 
       for (let t = 0; t < m; t++) qt[j * m + t] = -qt[j * m + t];
     }
   }
-  return transpose(qt, r, m);
+  return denseTranspose(qt, r, m);
 }
 
 /** A Householder reflector H = I − τ·v·vᵀ with v₀ = 1 and H·x = β·e₀. */

@@ -6,7 +6,7 @@
  */
 import type { Backend, Tensor } from "../tensor/mod.ts";
 import { type DampedCholesky, dampedCholesky } from "./cholesky.ts";
-import { checkMatrix, columns, frobeniusNormSquared, LinalgError, orthonormalColumns } from "./dense.ts";
+import { checkMatrix, denseColumns, frobeniusNormSquared, LinalgError, orthonormalColumns } from "./dense.ts";
 import { symmetricEigen } from "./eigen.ts";
 import { solveLower } from "./triangular.ts";
 
@@ -61,7 +61,7 @@ export function rankRuleFromSetting(value: number): RankRule {
 export type WhiteningSource =
   | "identity"
   | { secondMoment: ArrayLike<number> }
-  | { factor: DampedCholesky };
+  | { factor: Pick<DampedCholesky, "lower" | "damping"> };
 
 /** Inputs of {@link whitenedLowRank}. */
 export interface WhitenedLowRankOptions {
@@ -155,12 +155,12 @@ export async function whitenedLowRank(be: Backend, opts: WhitenedLowRankOptions)
       const g = await readF64(keep(be.matmul(m, m, { transB: true })));
       const eig = symmetricEigen(g, dIn);
       gram = { values: eig.values, trace: trace(g, dIn) };
-      ur = columns(eig.vectors, dIn, dIn, 0, rank);
+      ur = denseColumns(eig.vectors, dIn, dIn, 0, rank);
     } else {
       const g = await readF64(keep(be.matmul(m, m, { transA: true })));
       const eig = symmetricEigen(g, dOut);
       gram = { values: eig.values, trace: trace(g, dOut) };
-      const vr = keep(be.tensor(columns(eig.vectors, dOut, dOut, 0, rank), [dOut, rank], dtype));
+      const vr = keep(be.tensor(denseColumns(eig.vectors, dOut, dOut, 0, rank), [dOut, rank], dtype));
       ur = orthonormalColumns(await readF64(keep(be.matmul(m, vr))), dIn, rank);
     }
     const right = await readF64(keep(be.matmul(keep(be.tensor(ur, [dIn, rank], dtype)), m, { transA: true })));

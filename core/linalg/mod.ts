@@ -5,19 +5,16 @@
  */
 export {
   checkMatrix,
-  columns,
-  ensure,
+  denseColumns,
+  denseIdentity,
+  denseMatmul,
+  type DenseMatmulOptions,
+  denseMaxAbs,
+  denseTranspose,
   frobeniusNorm,
   frobeniusNormSquared,
-  type HostMatmulOptions,
-  householder,
-  identity,
   LinalgError,
-  matmul,
-  maxAbs,
   orthonormalColumns,
-  type Reflector,
-  transpose,
 } from "./dense.ts";
 export {
   cholesky,
