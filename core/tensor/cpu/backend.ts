@@ -18,7 +18,7 @@ import { type DType, DTYPES, type HostArray, hostArray, isFloat, toHostArray } f
 import { check, fmtShape, TensorOpError } from "../errors.ts";
 import { broadcastShapes, broadcastStrides, groupsPerRow, matmulGeometry, normAxis, resolveReshape } from "../shape.ts";
 import { shapeSize, type Storage, stridesOf, Tensor } from "../tensor.ts";
-import { dequantLevel, type GroupParams, groupParams, quantLevel, symMax, validateQuantSpec } from "../quant_math.ts";
+import { type GroupParams, groupParams, roundHalfEven, symMax, validateQuantSpec } from "../quant_math.ts";
 import { binaryFn, unaryDerivative, unaryFn } from "./elementwise.ts";
 import { matmulInto } from "./matmul.ts";
 import { packInt4, unpackInt4 } from "./int4.ts";
@@ -515,25 +515,32 @@ export class CpuBackend implements Backend {
     }
     const src = this.#fl(x);
     const out = hostArray(dt, src.length) as FloatArray;
+    const e = new Float64Array(cols);
     for (let r = 0; r < rows; r++) {
       const q = r % cols;
       const base = r * cols;
-      const allowed = (k: number) => (!mask.causal || k <= q) && (!seg || seg[k] === seg[q]);
+      // Keys k < end are candidates (causal: k ≤ q); segments filter further.
+      const end = mask.causal ? q + 1 : cols;
+      const sq = seg ? seg[q] : 0;
       let m = -Infinity;
-      for (let k = 0; k < cols; k++) if (allowed(k) && src[base + k] > m) m = src[base + k];
+      for (let k = 0; k < end; k++) {
+        if (seg && seg[k] !== sq) continue;
+        const v = src[base + k];
+        if (v > m) m = v;
+      }
       if (m === -Infinity) continue;
-      let s = 0;
-      for (let k = 0; k < cols; k++) {
-        if (allowed(k)) {
-          const e = Math.exp(src[base + k] - m);
-          out[base + k] = e;
-          s += e;
+      let sum = 0;
+      for (let k = 0; k < end; k++) {
+        if (seg && seg[k] !== sq) {
+          e[k] = 0;
+          continue;
         }
+        const v = Math.exp(src[base + k] - m);
+        e[k] = v;
+        sum += v;
       }
-      // Normalise from the unrounded exponentials for accuracy.
-      for (let k = 0; k < cols; k++) {
-        if (allowed(k)) out[base + k] = Math.exp(src[base + k] - m) / s;
-      }
+      const inv = 1 / sum;
+      for (let k = 0; k < end; k++) out[base + k] = e[k] * inv;
     }
     return this.wrap(out, x.shape, dt);
   }
@@ -744,9 +751,18 @@ export class CpuBackend implements Backend {
     const X = this.#fl(x);
     const out = hostArray(dt, X.length) as FloatArray;
     const f = this.#f(dt);
+    const sym = spec.symmetric;
+    const hi = sym ? symMax(spec.bits) : 2 ** spec.bits - 1;
+    const lo = sym ? -hi : 0;
     this.#groups("fakeQuant", x, spec, (off, len, p) => {
+      const step = p.step;
+      const z = p.zero;
       for (let i = off; i < off + len; i++) {
-        out[i] = dequantLevel(spec, quantLevel(spec, X[i], p, round, f).level, p, f);
+        const t = f(X[i] / step);
+        let u = (round ? roundHalfEven(t) : t) + z;
+        if (u > hi) u = hi;
+        else if (u < lo) u = lo;
+        out[i] = f((u - z) * step);
       }
     });
     return this.wrap(out, x.shape, dt);
@@ -762,16 +778,23 @@ export class CpuBackend implements Backend {
     const out = hostArray(dt, X.length) as FloatArray;
     const f = this.#f(dt);
     const levels = spec.symmetric ? symMax(spec.bits) : 2 ** spec.bits - 1;
+    const hiL = spec.symmetric ? symMax(spec.bits) : 2 ** spec.bits - 1;
+    const loL = spec.symmetric ? -hiL : 0;
     this.#groups("fakeQuantGrad", x, spec, (off, len, p) => {
       // d x̂_i / dΔ = (level − z) − [in range]·x_i/Δ  (STE: round′ = 1)
       let gStep = 0;
       let iMax = off;
       let iMin = off;
       let iAbs = off;
+      const step = p.step;
+      const z = p.zero;
       for (let i = off; i < off + len; i++) {
-        const { level, inRange } = quantLevel(spec, X[i], p, round, f);
+        const t = f(X[i] / step);
+        const u = (round ? roundHalfEven(t) : t) + z;
+        const inRange = u <= hiL && u >= loL;
+        const level = u > hiL ? hiL : u < loL ? loL : u;
         out[i] = inRange ? G[i] : 0;
-        gStep += G[i] * ((spec.symmetric ? level : level - p.zero) - (inRange ? X[i] / p.step : 0));
+        gStep += G[i] * ((level - z) - (inRange ? X[i] / step : 0));
         if (X[i] > X[iMax]) iMax = i;
         if (X[i] < X[iMin]) iMin = i;
         if (Math.abs(X[i]) > Math.abs(X[iAbs])) iAbs = i;
@@ -796,10 +819,17 @@ export class CpuBackend implements Backend {
     const shift = spec.symmetric ? 0 : 2 ** (spec.bits - 1);
     const scales: number[] = [];
     const zeros: number[] = [];
+    const hiQ = spec.symmetric ? symMax(spec.bits) : 2 ** spec.bits - 1;
+    const loQ = spec.symmetric ? -hiQ : 0;
     const { rows, groups } = this.#groups("quantize", x, spec, (off, len, p) => {
       scales.push(p.step);
       zeros.push(p.zero - shift);
-      for (let i = off; i < off + len; i++) codes[i] = quantLevel(spec, X[i], p, true, f).level - shift;
+      for (let i = off; i < off + len; i++) {
+        let u = roundHalfEven(f(X[i] / p.step)) + p.zero;
+        if (u > hiQ) u = hiQ;
+        else if (u < loQ) u = loQ;
+        codes[i] = u - shift;
+      }
     });
     const q = this.wrap(codes, x.shape, packInt4 && spec.bits <= 4 ? "int4" : "i8");
     const scale = this.tensor(scales, [rows, groups], "f32");
