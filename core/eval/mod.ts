@@ -1,2 +1,3 @@
 /** Evaluation against the float model. */
 export * from "./compare.ts";
+export * from "./generate.ts";

@@ -110,6 +110,11 @@ export class LayerRuntime {
     return p;
   }
 
+  /** Installs a precomputed deployed weight (e.g. integer codes read from a checkpoint). */
+  setDeployed(name: LinearName, p: { q?: Tensor; scale?: Tensor; w?: Tensor }): void {
+    this.#packed.set(name, p);
+  }
+
   /** CMC factors on the backend (cached). */
   cmc(name: LinearName, m: "vision" | "audio"): { L: Tensor; R: Tensor } | undefined {
     const f = this.state.linears[name]?.cmc?.[m];
@@ -173,31 +178,26 @@ export function quantHook(rt: LayerRuntime, mode: ForwardMode, rows: ModalityRow
   const be = rt.be;
   const scheme = rt.state.scheme;
   if (mode === "float") return (_n, x, lin) => linear(be, x, lin);
+  const present = MODALITIES.filter((m) => rows[m] && rows[m]!.size > 0);
   return (name, x, lin) => {
     const st = rt.state.linears[name];
     const out = lin.w.shape[0];
-    if (mode === "merged" || !st?.smooth || (!st.smooth.text && st.smooth.all)) {
-      const key = st?.smooth?.all ? "all" : "none";
-      const s = key === "all" ? rt.smooth(name, "all") : undefined;
-      const xq = quantAct(be, x, scheme, s);
-      const y = be.matmul(xq, rt.quantizedWeight(name, key, lin), { transB: true });
+    const keyOf = (m: Modality): SmoothKey | undefined =>
+      mode === "merged" ? (st?.smooth?.all ? "all" : undefined) : smoothKeyFor(st, m);
+    // One pass over all tokens when every modality uses the same vector and no compensation applies.
+    const keys = new Set(present.map(keyOf));
+    const needsCmc = mode === "deploy" && present.some((m) => m !== "text" && st?.cmc?.[m as "vision" | "audio"]);
+    const run = (m: Modality, xm: Tensor) => mode === "deploy" ? deployed(m, xm) : fakeQuantized(keyOf(m), xm);
+    const fakeQuantized = (key: SmoothKey | undefined, xm: Tensor) => {
+      const xq = quantAct(be, xm, scheme, key ? rt.smooth(name, key) : undefined);
+      const y = be.matmul(xq, rt.quantizedWeight(name, key ?? "none", lin), { transB: true });
       xq.dispose();
       return addBias(be, y, lin.b);
-    }
-    if (mode === "split") {
-      return perModality(be, x, out, rows, (m, xm) => {
-        const key = smoothKeyFor(st, m)!;
-        const xq = quantAct(be, xm, scheme, rt.smooth(name, key));
-        const y = be.matmul(xq, rt.quantizedWeight(name, key, lin), { transB: true });
-        xq.dispose();
-        return addBias(be, y, lin.b);
-      });
-    }
-    // deploy
-    const dw = rt.deployedWeight(name, lin);
-    return perModality(be, x, out, rows, (m, xm) => {
-      const key = smoothKeyFor(st, m)!;
-      const s = rt.smooth(name, key);
+    };
+    const deployed = (m: Modality, xm: Tensor) => {
+      const dw = rt.deployedWeight(name, lin);
+      const key = keyOf(m);
+      const s = key ? rt.smooth(name, key) : undefined;
       const xs = s ? be.binary("div", xm, s) : xm.retain();
       let y: Tensor;
       if (dw.q && scheme.act) {
@@ -222,6 +222,8 @@ export function quantHook(rt: LayerRuntime, mode: ForwardMode, rows: ModalityRow
       }
       xs.dispose();
       return y;
-    });
+    };
+    if (keys.size <= 1 && !needsCmc) return run(present[0] ?? "text", x);
+    return perModality(be, x, out, rows, run);
   };
 }

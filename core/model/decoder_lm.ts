@@ -65,7 +65,8 @@ export function resolveNaming(
   tied: boolean,
 ): DecoderNaming {
   for (const c of candidates) {
-    if (ckpt.has(c.embed) && ckpt.has(`${c.layers}.0.${LINEAR_SUFFIX.q}.weight`)) {
+    const q = `${c.layers}.0.${LINEAR_SUFFIX.q}`;
+    if (ckpt.has(c.embed) && (ckpt.has(`${q}.weight`) || ckpt.has(`${q}.weight_packed`))) {
       const lmHead = c.lmHead && ckpt.has(c.lmHead) ? c.lmHead : undefined;
       if (!lmHead && !tied) {
         throw new ModelFormatError(

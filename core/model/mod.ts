@@ -4,3 +4,4 @@ export * from "./registry.ts";
 export * from "./modality.ts";
 export * from "./sample.ts";
 export * from "./decoder_lm.ts";
+export * from "./open.ts";

@@ -98,6 +98,11 @@ interface SampleCtx {
   tokens: number;
 }
 
+/** The forward that propagates the quantized chain for these options. */
+export function chainModeOf(opts: RunOptions): ForwardMode {
+  return opts.chain ?? (opts.method === "masquant" ? "split" : "merged");
+}
+
 /** Modalities present in the calibration set. */
 export function calibrationModalities(samples: readonly PreparedInput[]): Record<Modality, number> {
   const c = { text: 0, vision: 0, audio: 0 };
@@ -179,7 +184,7 @@ export async function runQuantization(
 ): Promise<{ states: LayerQuantState[]; chain: ChainState }> {
   const be = model.backend;
   const mods = validateRun(model, samples, opts);
-  const chainMode: ForwardMode = opts.chain ?? (opts.method === "masquant" ? "split" : "merged");
+  const chainMode = chainModeOf(opts);
   const cmcOn = opts.method === "masquant" && !!opts.cmc?.enabled;
   const gramMods = cmcOn ? mods.filter((m) => m !== "text") : [];
   const L = model.numLayers;
@@ -315,6 +320,51 @@ export async function runQuantization(
     for (const c of ctxs) c.rows.dispose();
   }
   return { states, chain: { layer: L, fp, q } };
+}
+
+/**
+ * Recomputes both chains through layers [0, upto) from finished layer states (for resuming a run):
+ * the same forwards as the run itself, so the resumed run continues from bit-identical hidden states.
+ */
+export async function replayChains(
+  model: MultimodalModel,
+  samples: readonly PreparedInput[],
+  states: readonly LayerQuantState[],
+  upto: number,
+  chainMode: ForwardMode,
+): Promise<ChainState> {
+  const be = model.backend;
+  const H = model.shape.hidden;
+  const fp: Float32Array[] = [];
+  for (const s of samples) fp.push(Float32Array.from(await s.hidden.read()));
+  const q = fp.map((x) => Float32Array.from(x));
+  const rows = samples.map((s) => sampleRows(be, s.modality));
+  try {
+    for (let i = 0; i < upto; i++) {
+      const w = await model.loadLayer(i);
+      const qw = foldedWeights(be, w, states[i]);
+      const rt = new LayerRuntime(be, states[i]);
+      try {
+        for (let j = 0; j < samples.length; j++) {
+          const t = samples[j].modality.length;
+          const xf = be.tensor(fp[j], [t, H]);
+          const yf = model.forwardLayer(w, xf, samples[j].ctx, floatLinear(be));
+          fp[j] = Float32Array.from(await yf.read());
+          const xq = be.tensor(q[j], [t, H]);
+          const yq = model.forwardLayer(qw, xq, samples[j].ctx, quantHook(rt, chainMode, rows[j].rows));
+          q[j] = Float32Array.from(await yq.read());
+          for (const u of [xf, yf, xq, yq]) u.dispose();
+        }
+      } finally {
+        rt.dispose();
+        disposeWeights(qw);
+        disposeWeights(w);
+      }
+    }
+  } finally {
+    for (const r of rows) r.dispose();
+  }
+  return { layer: upto, fp, q };
 }
 
 /** Disposes a layer's weight tensors. */

@@ -20,7 +20,8 @@ import { broadcastShapes, broadcastStrides, groupsPerRow, matmulGeometry, normAx
 import { shapeSize, type Storage, stridesOf, Tensor } from "../tensor.ts";
 import { type GroupParams, groupParams, roundHalfEven, symMax, validateQuantSpec } from "../quant_math.ts";
 import { binaryFn, unaryDerivative, unaryFn } from "./elementwise.ts";
-import { matmulInto } from "./matmul.ts";
+import { gemmABt, matmulInto } from "./matmul.ts";
+import { gemmF32Wasm } from "./wasm_gemm.ts";
 import { packInt4, unpackInt4 } from "./int4.ts";
 
 /** CPU storage: a host array (int4 is packed into 32-bit words, eight values per word per row). */
@@ -890,20 +891,39 @@ export class CpuBackend implements Backend {
     const sa = this.#fl(aScale);
     const sb = this.#fl(bScale);
     const bi = bias ? this.#fl(bias) : undefined;
+    const acc = int8Products(A, B, m, n, k);
     const out = new Float32Array(m * n);
     for (let i = 0; i < m; i++) {
-      const ao = i * k;
       for (let j = 0; j < n; j++) {
-        const bo = j * k;
-        let acc = 0;
-        for (let t = 0; t < k; t++) acc += A[ao + t] * B[bo + t];
         // Same rounding sequence as the WGSL epilogue: f32(acc) · aScale · bScale + bias, each step in f32.
-        const y = Math.fround(Math.fround(Math.fround(acc) * sa[i]) * sb[j]);
+        const y = Math.fround(Math.fround(Math.fround(acc[i * n + j]) * sa[i]) * sb[j]);
         out[i * n + j] = bi ? Math.fround(y + bi[j]) : y;
       }
     }
     return this.wrap(out, [m, n], "f32");
   }
+}
+
+/**
+ * Exact integer products Σ_k a[i,k]·b[j,k] of int8 matrices, computed with the f32 GEMM on slices of at
+ * most 1024 columns: every partial sum is an integer of magnitude ≤ 1024·128² < 2²⁴, so f32 arithmetic
+ * is exact within a slice; slices are summed in float64 (exact below 2⁵³).
+ */
+export function int8Products(A: Int8Array, B: Int8Array, m: number, n: number, k: number): Float64Array {
+  const out = new Float64Array(m * n);
+  const KC = 1024;
+  for (let k0 = 0; k0 < k; k0 += KC) {
+    const kc = Math.min(KC, k - k0);
+    const af = new Float32Array(m * kc);
+    const bf = new Float32Array(n * kc);
+    for (let i = 0; i < m; i++) for (let t = 0; t < kc; t++) af[i * kc + t] = A[i * k + k0 + t];
+    for (let j = 0; j < n; j++) for (let t = 0; t < kc; t++) bf[j * kc + t] = B[j * k + k0 + t];
+    const c = new Float32Array(m * n);
+    if (m * n * kc >= 16384) gemmF32Wasm(af, 0, bf, 0, c, 0, m, n, kc);
+    else gemmABt(af, 0, bf, 0, c, 0, m, n, kc);
+    for (let i = 0; i < out.length; i++) out[i] += c[i];
+  }
+  return out;
 }
 
 /** Throws when a tensor is not on the CPU backend; returns its host data. */
