@@ -76,17 +76,38 @@ for (const n of sizes) {
     const qa = gpu.quantize(gpu.tensor(a, [n, n]), { bits: 8, symmetric: true, groupSize: 0 });
     const qb = gpu.quantize(gpu.tensor(b, [n, n]), { bits: 8, symmetric: true, groupSize: 0 });
     const t8 = await time(gpu, reps, () => gpu.int8Matmul(qa.q, qa.scale, qb.q, qb.scale));
-    rows.push([`${n}`, "webgpu", "int8 (dot4I8Packed)", (t8 * 1e3).toFixed(1), (ops / t8 / 1e9).toFixed(2), (ops / t8 / 1e9 / cpuRate).toFixed(2)]);
+    rows.push([
+      `${n}`,
+      "webgpu",
+      "int8 (dot4I8Packed)",
+      (t8 * 1e3).toFixed(1),
+      (ops / t8 / 1e9).toFixed(2),
+      (ops / t8 / 1e9 / cpuRate).toFixed(2),
+    ]);
     const qb4 = gpu.quantize(gpu.tensor(b, [n, n]), { bits: 4, symmetric: true, groupSize: 0 }, true);
     const t4 = await time(gpu, reps, () => gpu.int8Matmul(qa.q, qa.scale, qb4.q, qb4.scale));
-    rows.push([`${n}`, "webgpu", "int8 × int4 weights", (t4 * 1e3).toFixed(1), (ops / t4 / 1e9).toFixed(2), (ops / t4 / 1e9 / cpuRate).toFixed(2)]);
+    rows.push([
+      `${n}`,
+      "webgpu",
+      "int8 × int4 weights",
+      (t4 * 1e3).toFixed(1),
+      (ops / t4 / 1e9).toFixed(2),
+      (ops / t4 / 1e9 / cpuRate).toFixed(2),
+    ]);
     for (const t of [qa.q, qa.scale, qb.q, qb.scale, qb4.q, qb4.scale]) t.dispose();
   }
   const qa = cpu.quantize(ca, { bits: 8, symmetric: true, groupSize: 0 });
   const qb = cpu.quantize(cb, { bits: 8, symmetric: true, groupSize: 0 });
   if (n <= 1024) {
     const t8 = await time(cpu, 1, () => cpu.int8Matmul(qa.q, qa.scale, qb.q, qb.scale));
-    rows.push([`${n}`, "cpu", "int8", (t8 * 1e3).toFixed(1), (ops / t8 / 1e9).toFixed(2), (ops / t8 / 1e9 / cpuRate).toFixed(2)]);
+    rows.push([
+      `${n}`,
+      "cpu",
+      "int8",
+      (t8 * 1e3).toFixed(1),
+      (ops / t8 / 1e9).toFixed(2),
+      (ops / t8 / 1e9 / cpuRate).toFixed(2),
+    ]);
   }
   ca.dispose();
   cb.dispose();

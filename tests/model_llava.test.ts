@@ -4,15 +4,7 @@
  * naming schemes, modality per token, and prompts whose placeholders do not match the images.
  */
 import { assert, assertEquals, assertRejects } from "@std/assert";
-import {
-  type Backend,
-  countModalities,
-  openWith,
-  registerAdapter,
-  rgbImageFromPixels,
-  Rng,
-  type Sample,
-} from "@masquant/core";
+import { countModalities, openWith, registerAdapter, rgbImageFromPixels, Rng, type Sample } from "@masquant/core";
 import {
   imageToPatches,
   llavaAdapter,

@@ -19,7 +19,7 @@
  * Plain text (any other extension): the file is tokenized once and cut into consecutive chunks of
  * `maxSeqLength` tokens (the last partial chunk is dropped when there is at least one full chunk).
  */
-import { type ChatContentPart, type ChatMessage } from "../io/chat_template.ts";
+import type { ChatContentPart, ChatMessage } from "../io/chat_template.ts";
 import { readImage } from "../io/image.ts";
 import { loadAudio16k } from "../io/audio_resample.ts";
 import type { TextTokenizer } from "../io/tokenizer.ts";

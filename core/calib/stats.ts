@@ -37,9 +37,9 @@ interface Pending {
 /** Accumulated statistics of one layer. */
 export class LayerStats {
   /** Per group and key: per-channel max |x| (zeros where no token was seen). */
-  readonly maxAbs = new Map<LinearGroup, Map<StatKey, Float32Array>>();
+  readonly maxAbs: Map<LinearGroup, Map<StatKey, Float32Array>> = new Map();
   /** Per smoothed group and non-text modality: Σ xᵀx over that modality's tokens [d_in·d_in] (float64). */
-  readonly gram = new Map<LinearGroup, Map<Modality, Float64Array>>();
+  readonly gram: Map<LinearGroup, Map<Modality, Float64Array>> = new Map();
   /** Tokens of each modality seen. */
   readonly tokens: Record<Modality, number> = { text: 0, vision: 0, audio: 0 };
   #pending: Pending[] = [];

@@ -17,7 +17,7 @@
  */
 import type { Backend, Tensor } from "../tensor/mod.ts";
 import { Tape } from "../tensor/autodiff.ts";
-import { type DecoderLayerWeights, type LayerContext, type LinearHook, type LinearName } from "../nn/decoder.ts";
+import type { DecoderLayerWeights, LayerContext, LinearHook, LinearName } from "../nn/decoder.ts";
 import type { Modality } from "../model/modality.ts";
 import type { LayerStats } from "../calib/stats.ts";
 import { fakeQuantLinear } from "../quant/linear.ts";

@@ -25,7 +25,7 @@
  */
 import type { Backend, Tensor } from "../tensor/mod.ts";
 import { packInt4 } from "../tensor/cpu/int4.ts";
-import { type SafetensorsDType } from "../io/safetensors.ts";
+import type { SafetensorsDType } from "../io/safetensors.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { writeCheckpoint } from "../io/checkpoint.ts";
 import { writeTextAtomic } from "../io/atomic.ts";

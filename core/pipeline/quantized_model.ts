@@ -9,7 +9,10 @@ import type { Backend, Tensor } from "../tensor/mod.ts";
 import { unpackInt4 } from "../tensor/cpu/int4.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { readConfigJson } from "../io/config.ts";
-import type { LayerContext, LinearHook } from "../nn/decoder.ts";
+import type { DecoderLayerShape, LayerContext, LinearHook } from "../nn/decoder.ts";
+import type { Checkpoint } from "../io/checkpoint.ts";
+import type { TextTokenizer } from "../io/tokenizer.ts";
+import type { Modality } from "../model/modality.ts";
 import { type DecoderLayerWeights, LINEAR_NAMES, type LinearName } from "../nn/decoder.ts";
 import type { Linear } from "../nn/linear.ts";
 import type { MultimodalModel, OpenOptions } from "../model/adapter.ts";
@@ -85,34 +88,34 @@ export class QuantizedModel implements MultimodalModel {
     return new QuantizedModel(base, qconfig, side);
   }
 
-  get dir() {
+  get dir(): string {
     return this.base.dir;
   }
-  get family() {
+  get family(): string {
     return this.base.family;
   }
-  get config() {
+  get config(): Record<string, unknown> {
     return this.base.config;
   }
-  get backend() {
+  get backend(): Backend {
     return this.base.backend;
   }
-  get checkpoint() {
+  get checkpoint(): Checkpoint {
     return this.base.checkpoint;
   }
-  get tokenizer() {
+  get tokenizer(): TextTokenizer | undefined {
     return this.base.tokenizer;
   }
-  get shape() {
+  get shape(): DecoderLayerShape {
     return this.base.shape;
   }
-  get numLayers() {
+  get numLayers(): number {
     return this.base.numLayers;
   }
-  get vocabSize() {
+  get vocabSize(): number {
     return this.base.vocabSize;
   }
-  get modalities() {
+  get modalities(): readonly Modality[] {
     return this.base.modalities;
   }
 

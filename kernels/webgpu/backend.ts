@@ -1141,7 +1141,7 @@ export class WebGPUBackend implements Backend {
       () =>
         `expects a i8 [M,K] and b i8/int4 [N,K], got ${a.dtype}${fmtShape(a.shape)} and ${b.dtype}${fmtShape(b.shape)}`,
     );
-    const [m, k] = a.shape;
+    const m = a.shape[0];
     const n = b.shape[0];
     check(
       aScale.dtype === "f32" && bScale.dtype === "f32" && aScale.size === m && bScale.size === n &&
@@ -1171,10 +1171,17 @@ export class WebGPUBackend implements Backend {
       const wc = this.rt.window(this.#buf(out), r0 * n, r1 * n);
       for (let c0 = 0; c0 < n; c0 += rowsB) {
         const c1 = Math.min(n, c0 + rowsB);
-        const wb = this.rt.window(this.#buf(b), (c0 * lb.wpr) / unit, Math.max(c1 * lb.wpr, c0 * lb.wpr + 1) / unit, eb);
+        const wb = this.rt.window(
+          this.#buf(b),
+          (c0 * lb.wpr) / unit,
+          Math.max(c1 * lb.wpr, c0 * lb.wpr + 1) / unit,
+          eb,
+        );
         const wsb = this.rt.window(this.#buf(bScale), c0, c1);
         const wbias = bias ? this.rt.window(this.#buf(bias), c0, c1) : undefined;
-        const p = new Params().u(r1 - r0).u(c1 - c0).u(la.wpr).u(lb.wpr).u(wa.off * unit).u(wb.off * unit).u(wc.off).u(wsa.off)
+        const p = new Params().u(r1 - r0).u(c1 - c0).u(la.wpr).u(lb.wpr).u(wa.off * unit).u(wb.off * unit).u(wc.off).u(
+          wsa.off,
+        )
           .u(wsb.off).u(c0).u(n).u(wbias?.off ?? 0);
         const binds = [wa.binding, wb.binding, wsa.binding, wsb.binding, wc.binding];
         if (wbias) binds.push(wbias.binding);

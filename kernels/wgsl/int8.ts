@@ -11,7 +11,8 @@ export function int8MatmulKernel(bKind: "i8" | "int4", dot4: boolean, withBias: 
 fn s8(x: u32, j: u32) -> i32 { return bitcast<i32>(x << (24u - 8u * j)) >> 24u; }
 fn d4(x: u32, y: u32) -> i32 { return s8(x, 0u) * s8(y, 0u) + s8(x, 1u) * s8(y, 1u) + s8(x, 2u) * s8(y, 2u) + s8(x, 3u) * s8(y, 3u); }`;
   // With rows of whole vec4 words (K a multiple of 16 for i8, 32 for int4) loads are 16 bytes wide.
-  const d44 = (x: string, y: string) => `d4(${x}.x, ${y}.x) + d4(${x}.y, ${y}.y) + d4(${x}.z, ${y}.z) + d4(${x}.w, ${y}.w)`;
+  const d44 = (x: string, y: string) =>
+    `d4(${x}.x, ${y}.x) + d4(${x}.y, ${y}.y) + d4(${x}.z, ${y}.z) + d4(${x}.w, ${y}.w)`;
   const row4 = (i: number) =>
     `acc${i} += vec4<i32>(${d44(`x${i}`, "y0")}, ${d44(`x${i}`, "y1")}, ${d44(`x${i}`, "y2")}, ${d44(`x${i}`, "y3")});`;
   const vecInner = bKind === "i8"
