@@ -746,12 +746,14 @@ export class WebGPUBackend implements Backend {
             const k1 = Math.min(k, k0 + kPer);
             const sStart = bt * g.strideB + k0 * sk + n0 * sn;
             const wsrc = this.rt.window(this.#buf(b), sStart, sStart + span(k0, k1));
-            const p = new Params().u(k1 - k0).u(n).u(n0).u(w4).u(wsrc.off).u(sk).u(sn).u(wdst.off).u(0).u(0).u(k0);
-            this.rt.dispatch(PACK_B, p, [wsrc.binding, wdst.binding], [
-              Math.ceil(w4 / 64),
-              Math.ceil((k1 - k0) / 4),
-              1,
-            ]);
+            // Transposed B: consecutive invocations walk k, so reads are contiguous.
+            const kmajor = transB ? 1 : 0;
+            const p = new Params().u(k1 - k0).u(n).u(n0).u(w4).u(wsrc.off).u(sk).u(sn).u(wdst.off).u(0).u(0).u(k0)
+              .u(kmajor);
+            const grid: [number, number, number] = kmajor
+              ? [Math.ceil((k1 - k0) / 64), Math.ceil(w4 / 4), 1]
+              : [Math.ceil(w4 / 64), Math.ceil((k1 - k0) / 4), 1];
+            this.rt.dispatch(PACK_B, p, [wsrc.binding, wdst.binding], grid);
           }
         }
       }

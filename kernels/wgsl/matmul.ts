@@ -17,14 +17,15 @@
  */
 export const PACK_B = /* wgsl */ `
 struct P { k: u32, n: u32, n0: u32, width4: u32, off_s: u32, sk: u32, sn: u32, off_d: u32, _p0: u32,
-  _p1: u32, k0: u32, _p2: u32 }
+  _p1: u32, k0: u32, kmajor: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 @compute @workgroup_size(64, 4, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let c4 = gid.x;
-  let kk = gid.y;
+  // kmajor: consecutive invocations walk k (contiguous reads when B is stored transposed).
+  let c4 = select(gid.x, gid.y, p.kmajor != 0u);
+  let kk = select(gid.y, gid.x, p.kmajor != 0u);
   if (c4 >= p.width4 || kk >= p.k) { return; }
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) {
