@@ -7,6 +7,8 @@ export { type BackendChoice, openBackend } from "./backend.ts";
 export { loadPlugins, PluginError, registerBuiltinPlugins } from "./plugins.ts";
 export { parseRecipe, type Recipe, RECIPE_DEFAULTS, RecipeError, recipeScheme, recipeToObject } from "./recipe.ts";
 export { Progress } from "./progress.ts";
+export { EVAL_HELP, evalCommand, type EvalResult, parseEvalArgs } from "./eval.ts";
+export { type EvalReport, markdownReport, renderReportHtml } from "./report.ts";
 export {
   parseQuantizeArgs,
   QUANTIZE_HELP,
