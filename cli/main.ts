@@ -37,7 +37,8 @@ export async function runCli(command: "quantize" | "eval", argv: string[]): Prom
         console.log(QUANTIZE_HELP);
         return 0;
       }
-      await quantizeCommand(args);
+      // The command line needs no states after the run: do not keep them (memory independent of depth).
+      await quantizeCommand(args, { keepStates: false });
       return 0;
     }
     const { evalMain } = await import("./eval.ts");

@@ -3,6 +3,7 @@
  * quantized Hugging Face directory. With no arguments it runs the bundled demo.
  */
 import { parseArgs } from "node:util";
+import { basename, dirname, resolve as resolvePath } from "node:path";
 import {
   type Backend,
   CalibrationSetError,
@@ -23,10 +24,13 @@ import {
   type PreparedInput,
   quantHook,
   QuantizedModel,
+  readLayerRecord,
   readLayerState,
+  removePartial,
   replayChains,
   type RunOptions,
   runQuantization,
+  type Sample,
   sampleRows,
   type Tensor,
   validateRun,
@@ -136,13 +140,23 @@ function numberFlag(name: string, v: string | undefined, ok: (n: number) => bool
   return n;
 }
 
+/** One sentence from a `node:util` parseArgs error (its messages may span several lines). */
+function parseErrorSentence(message: string): string {
+  const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+  if (ambiguous) {
+    const flag = ambiguous[1];
+    return `${flag} needs a value; for a value that starts with "-", write ${flag}=VALUE`;
+  }
+  return message.split("\n")[0].replace(/\.\s*$/, "").replace(/\. To specify.*$/, "");
+}
+
 /** Parses the command line (reads the recipe file when given). */
 export async function parseQuantizeArgs(argv: string[]): Promise<QuantizeArgs> {
   let values: Record<string, unknown>;
   try {
     values = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    throw new UsageError(`${(e as Error).message.replace(/\. To specify.*$/, "")}; see --help`);
+    throw new UsageError(`${parseErrorSentence((e as Error).message)}; see --help`);
   }
   const v = values as Record<string, string | boolean | string[] | undefined>;
   let recipe: Recipe = structuredClone(RECIPE_DEFAULTS);
@@ -265,6 +279,14 @@ export function runOptionsOf(r: Recipe): RunOptions {
   };
 }
 
+async function statOf(p: string): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.stat(p);
+  } catch {
+    return undefined;
+  }
+}
+
 async function isNonEmptyDir(p: string): Promise<boolean> {
   try {
     for await (const _ of Deno.readDir(p)) return true;
@@ -275,17 +297,127 @@ async function isNonEmptyDir(p: string): Promise<boolean> {
 }
 
 async function exists(p: string): Promise<boolean> {
+  return (await statOf(p)) !== undefined;
+}
+
+/** Absolute path with symbolic links resolved as far as the path exists. */
+async function canonical(p: string): Promise<string> {
+  const abs = resolvePath(p);
   try {
-    await Deno.stat(p);
-    return true;
+    return await Deno.realPath(abs);
   } catch {
-    return false;
+    const parent = dirname(abs);
+    return parent === abs ? abs : `${await canonical(parent)}/${basename(abs)}`;
+  }
+}
+
+function isSameOrInside(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith("/") ? dir : `${dir}/`);
+}
+
+/** Checks the model, calibration and output paths before anything is opened or written. */
+async function checkPaths(args: QuantizeArgs, model: string, calib: string, out: string): Promise<void> {
+  const m = await statOf(model);
+  if (!m) throw new UsageError(`--model ${model}: the model directory does not exist`);
+  if (!m.isDirectory) throw new UsageError(`--model ${model} is not a directory; pass the checkpoint directory`);
+  const o = await statOf(out);
+  if (o && !o.isDirectory) throw new UsageError(`--out ${out} is a file, not a directory; choose another output path`);
+  const outPath = await canonical(out);
+  if (isSameOrInside(await canonical(model), outPath)) {
+    throw new UsageError(`--out ${out} would contain the model directory ${model}; choose another output directory`);
+  }
+  if (args.overwrite && isSameOrInside(await canonical(calib), outPath)) {
+    throw new UsageError(`--overwrite would delete the calibration set ${calib}, which is inside --out ${out}`);
+  }
+}
+
+/** What an interrupted run recorded in `.partial/recipe.json`. */
+interface SavedRun {
+  recipe: Record<string, unknown>;
+  model: string;
+  calib: string;
+}
+
+/** Checks that `out` holds an interrupted run started with this recipe; returns its record (none yet: undefined). */
+async function checkResumable(out: string, recipe: Recipe): Promise<SavedRun | undefined> {
+  const partial = `${out}/${PARTIAL_DIR}`;
+  if (!(await exists(out))) {
+    throw new UsageError(
+      `--resume: the output directory ${out} does not exist, so there is no interrupted run to continue; ` +
+        `run without --resume to start one`,
+    );
+  }
+  if (!(await exists(partial))) {
+    throw new UsageError(
+      (await exists(`${out}/config.json`))
+        ? `--resume: ${out} holds a finished output, not an interrupted run; pass --overwrite instead to redo it`
+        : `--resume: ${out} holds no interrupted run (no ${PARTIAL_DIR} directory); pass --overwrite instead to start over`,
+    );
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`${partial}/recipe.json`);
+  } catch {
+    // Killed before it recorded its recipe: no layer was finished (they are written after it).
+    if ((await completedLayers(out, 1)) > 0) {
+      throw new UsageError(
+        `--resume: ${partial}/recipe.json is missing, so the finished layers cannot be trusted; pass --overwrite instead`,
+      );
+    }
+    return undefined;
+  }
+  let saved: SavedRun;
+  try {
+    saved = JSON.parse(text) as SavedRun;
+  } catch {
+    throw new UsageError(`--resume: ${partial}/recipe.json is not valid JSON; pass --overwrite instead to start over`);
+  }
+  if (JSON.stringify(saved.recipe) !== JSON.stringify(recipeToObject(recipe))) {
+    throw new UsageError(
+      `--resume: the recipe differs from the one ${out} was started with; use the same recipe and flags`,
+    );
+  }
+  return saved;
+}
+
+/** Modalities whose media a calibration sample carries (text is always present). */
+function sampleModalities(s: Sample): Set<Modality> {
+  const out = new Set<Modality>(["text"]);
+  if (s.kind === "chat") {
+    for (const m of s.media) out.add(m.kind === "audio" ? "audio" : "vision");
+  }
+  return out;
+}
+
+/** Checks the recipe's modalities against the model and the calibration samples, before they are prepared. */
+function checkModalities(args: QuantizeArgs, model: MultimodalModel, samples: readonly Sample[]): void {
+  const wanted = args.recipe.modalities;
+  if (!wanted || args.recipe.method !== "masquant") return;
+  const recipe = args.recipeFile ?? "the recipe";
+  const present = new Set<Modality>();
+  for (const s of samples) for (const m of sampleModalities(s)) present.add(m);
+  for (const m of wanted) {
+    if (!model.modalities.includes(m)) {
+      throw new UsageError(
+        `${recipe}: modalities lists ${m}, but ${model.family} models have no ${m} input; remove it from the list`,
+      );
+    }
+    if (!present.has(m)) {
+      const parts = m === "audio" ? "audio" : "image or video";
+      throw new CalibrationSetError(
+        args.calib!,
+        undefined,
+        `has no ${m} samples (no ${parts} parts), but ${recipe} lists ${m} in its modalities; ` +
+          `add ${m} samples or remove ${m} from the recipe`,
+      );
+    }
   }
 }
 
 /** Result of {@link quantizeCommand}. */
 export interface QuantizeResult {
   out: string;
+  /** Every layer's state (empty when the command was asked not to keep them). */
   states: LayerQuantState[];
   /** Largest relative difference between the reloaded output and the run's deploy-mode outputs. */
   reloadError: number;
@@ -293,28 +425,34 @@ export interface QuantizeResult {
   peakRssBytes: number;
 }
 
+/** Options of {@link quantizeCommand} beyond the command line. */
+export interface QuantizeIo {
+  progress?: Progress;
+  backend?: Backend;
+  /**
+   * Keep every layer's state in memory and return it (default true). The command line passes false:
+   * states are then read back from the per-layer checkpoints when needed, so memory does not grow with
+   * the number of layers.
+   */
+  keepStates?: boolean;
+}
+
 /**
  * Runs a quantization from parsed arguments. Everything that can be checked is checked before anything
  * is written: the recipe, the model directory, the calibration set and its modalities, the output path.
  */
-export async function quantizeCommand(
-  args: QuantizeArgs,
-  io: { progress?: Progress; backend?: Backend } = {},
-): Promise<QuantizeResult> {
+export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): Promise<QuantizeResult> {
   if (!args.model) throw new UsageError("--model DIR is required (or run without any option for the demo)");
   if (!args.calib) throw new UsageError("--calib FILE is required: a .jsonl calibration set or a text file");
   const r = args.recipe;
+  const keepStates = io.keepStates ?? true;
   const scheme = recipeScheme(r);
   const out = (args.out ?? `${args.model.replace(/\/+$/, "")}-${r.method}-${scheme.name}`).replace(/\/+$/, "");
   const partial = `${out}/${PARTIAL_DIR}`;
+  await checkPaths(args, args.model, args.calib, out);
+  let saved: SavedRun | undefined;
   if (args.resume) {
-    if (!(await exists(partial))) {
-      throw new UsageError(
-        `--resume: ${out} holds no interrupted run (${PARTIAL_DIR} is missing)${
-          await exists(`${out}/config.json`) ? "; it is already complete" : ""
-        }`,
-      );
-    }
+    saved = await checkResumable(out, r);
   } else if (await isNonEmptyDir(out) && !args.overwrite) {
     throw new UsageError(
       `output directory ${out} already exists; pass --overwrite to replace it or --resume to continue it`,
@@ -334,14 +472,15 @@ export async function quantizeCommand(
   const opts = runOptionsOf(r);
   const prepared: PreparedInput[] = [];
   try {
-    progress.log(
-      `model ${args.model}: ${model.family}, ${model.numLayers} layers, hidden ${model.shape.hidden}; backend ${description}`,
-    );
     const samples = await loadCalibrationSet(args.calib, {
       maxSamples: r.numSamples,
       tokenizer: model.tokenizer,
       maxSeqLength: r.maxSeqLength,
     });
+    checkModalities(args, model, samples);
+    progress.log(
+      `model ${args.model}: ${model.family}, ${model.numLayers} layers, hidden ${model.shape.hidden}; backend ${description}`,
+    );
     for (let i = 0; i < samples.length; i++) {
       progress.status(`preparing calibration sample ${i + 1}/${samples.length}`);
       try {
@@ -361,34 +500,35 @@ export async function quantizeCommand(
     if (!args.resume) {
       if (args.overwrite && await exists(out)) await Deno.remove(out, { recursive: true });
       await Deno.mkdir(partial, { recursive: true });
+    }
+    if (!saved) {
       await writeTextAtomic(
         `${partial}/recipe.json`,
         JSON.stringify({ recipe: recipeToObject(r), model: args.model, calib: args.calib }, null, 2),
       );
-    } else {
-      const saved = JSON.parse(await Deno.readTextFile(`${partial}/recipe.json`));
-      if (JSON.stringify(saved.recipe) !== JSON.stringify(recipeToObject(r))) {
-        throw new UsageError(
-          `--resume: the recipe differs from the one ${out} was started with; use the same recipe and flags`,
-        );
-      }
     }
     const t0 = performance.now();
     const states: LayerQuantState[] = [];
     const layerRecords: Record<string, unknown>[] = [];
+    const loadState = async (i: number) => (await readLayerState(model, out, i)).state;
     let resume: ChainState | undefined;
     if (args.resume) {
-      const done = await completedLayers(out, model.numLayers);
+      const done = saved ? await completedLayers(out, model.numLayers) : 0;
       for (let i = 0; i < done; i++) {
-        const { state, record } = await readLayerState(model, out, i);
-        states.push(state);
-        layerRecords.push(record);
+        if (keepStates) {
+          const { state, record } = await readLayerState(model, out, i);
+          states.push(state);
+          layerRecords.push(record);
+        } else {
+          layerRecords.push(await readLayerRecord(out, i));
+        }
       }
       progress.log(`resuming at layer ${done + 1}/${model.numLayers} (replaying ${done} finished layers)`);
-      resume = await replayChains(model, prepared, states, done, chainModeOf(opts));
+      resume = await replayChains(model, prepared, keepStates ? states : loadState, done, chainModeOf(opts));
     }
     const run = await runQuantization(model, prepared, {
       ...opts,
+      keepStates,
       onProgress: (e) => progress.event(e),
       onLayer: async (res) => {
         const rec = { layer: res.layer, seconds: res.seconds, epoch_loss: res.epochLoss ?? null };
@@ -409,20 +549,28 @@ export async function quantizeCommand(
       memory: { peak_rss_bytes: peaks.rss, peak_backend_bytes: peaks.backend },
     };
     progress.status("writing the output", true);
-    await finishExport(model, out, {
-      method: r.method,
-      scheme,
-      details: {
-        alpha: r.alpha,
-        modalities: mods,
-        chain: chainModeOf(opts),
-        cmc: r.method === "masquant" ? r.cmc : undefined,
-        epochs: r.method === "masquant" ? r.epochs : undefined,
-        family: model.family,
+    await finishExport(
+      model,
+      out,
+      {
+        method: r.method,
+        scheme,
+        details: {
+          alpha: r.alpha,
+          modalities: mods,
+          chain: chainModeOf(opts),
+          cmc: r.method === "masquant" ? r.cmc : undefined,
+          epochs: r.method === "masquant" ? r.epochs : undefined,
+          family: model.family,
+        },
       },
-    }, record);
-    // Verify: the output reloads and reproduces the run's deploy-mode outputs.
-    const reloadError = await verifyReload(model, out, states, prepared.slice(0, 2), backend);
+      record,
+      { keepPartial: true },
+    );
+    // Verify: the output reloads and reproduces the run's deploy-mode outputs (the per-layer checkpoints
+    // stay until this is done, so a run killed here resumes into a complete output).
+    const reloadError = await verifyReload(model, out, keepStates ? states : loadState, prepared.slice(0, 2), backend);
+    await removePartial(out);
     progress.log(
       `wrote ${out} in ${seconds.toFixed(1)} s; reload check: max relative difference ${reloadError.toExponential(2)}`,
     );
@@ -433,23 +581,27 @@ export async function quantizeCommand(
   }
 }
 
-/** Runs samples through the in-memory deploy forward and through the reloaded output; returns the largest relative difference. */
+/**
+ * Runs samples through the deploy-mode forward with the run's states (a list, or a loader of one layer's
+ * state) and through the reloaded output; returns the largest relative difference.
+ */
 export async function verifyReload(
   model: MultimodalModel,
   out: string,
-  states: readonly LayerQuantState[],
+  states: readonly LayerQuantState[] | ((layer: number) => Promise<LayerQuantState>),
   samples: readonly PreparedInput[],
   backend: Backend,
 ): Promise<number> {
-  const reloaded = await QuantizedModel.open(out, backend);
+  const stateOf = typeof states === "function" ? states : (i: number) => Promise.resolve(states[i]);
+  const expected = await deployHidden(model, samples, stateOf);
+  let reloaded: QuantizedModel | undefined;
   let worst = 0;
   try {
-    for (const s of samples) {
-      const a = await deployHidden(model, s, states);
-      const b = await reloaded.forwardAll(s);
-      const av = await a.read();
+    reloaded = await QuantizedModel.open(out, backend);
+    for (let j = 0; j < samples.length; j++) {
+      const b = await reloaded.forwardAll(samples[j]);
+      const av = await expected[j].read();
       const bv = await b.read();
-      a.dispose();
       b.dispose();
       let num = 0;
       let den = 0;
@@ -460,34 +612,44 @@ export async function verifyReload(
       worst = Math.max(worst, Math.sqrt(num / Math.max(den, 1e-30)));
     }
   } finally {
-    reloaded.close();
+    for (const t of expected) t.dispose();
+    reloaded?.close();
   }
   return worst;
 }
 
-/** Deploy-mode forward of one sample through all layers using in-memory states. */
+/** Deploy-mode forward of samples through all layers, one layer (weights and state) at a time. */
 async function deployHidden(
   model: MultimodalModel,
-  s: PreparedInput,
-  states: readonly LayerQuantState[],
-): Promise<Tensor> {
+  samples: readonly PreparedInput[],
+  stateOf: (layer: number) => Promise<LayerQuantState>,
+): Promise<Tensor[]> {
   const be = model.backend;
-  const rows = sampleRows(be, s.modality);
-  let x = s.hidden.retain();
+  const rows = samples.map((s) => sampleRows(be, s.modality));
+  const xs = samples.map((s) => s.hidden.retain());
   try {
     for (let i = 0; i < model.numLayers; i++) {
+      const state = await stateOf(i);
       const w = await model.loadLayer(i);
-      const qw = foldedWeights(be, w, states[i]);
-      const rt = new LayerRuntime(be, states[i]);
-      const y = model.forwardLayer(qw, x, s.ctx, quantHook(rt, "deploy", rows.rows));
-      x.dispose();
-      x = y;
-      rt.dispose();
-      disposeWeights(qw);
-      disposeWeights(w);
+      const qw = foldedWeights(be, w, state);
+      const rt = new LayerRuntime(be, state);
+      try {
+        for (let j = 0; j < samples.length; j++) {
+          const y = model.forwardLayer(qw, xs[j], samples[j].ctx, quantHook(rt, "deploy", rows[j].rows));
+          xs[j].dispose();
+          xs[j] = y;
+        }
+      } finally {
+        rt.dispose();
+        disposeWeights(qw);
+        disposeWeights(w);
+      }
     }
-    return x;
+    return xs;
+  } catch (e) {
+    for (const x of xs) x.dispose();
+    throw e;
   } finally {
-    rows.dispose();
+    for (const r of rows) r.dispose();
   }
 }

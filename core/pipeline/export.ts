@@ -21,14 +21,15 @@
  *
  * While a run is in progress each finished layer is written to `<out>/.partial/layer-NNNNN.safetensors`
  * (atomically); {@link finishExport} assembles the directory from them, so a killed run can resume from
- * the last complete layer.
+ * the last complete layer. Assembly streams: each tensor is read from its source file while the output is
+ * written, so memory does not grow with the number of layers.
  */
 import type { Backend, Tensor } from "../tensor/mod.ts";
 import { packInt4 } from "../tensor/cpu/int4.ts";
 import type { SafetensorsDType } from "../io/safetensors.ts";
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
-import { writeCheckpoint } from "../io/checkpoint.ts";
-import { writeTextAtomic } from "../io/atomic.ts";
+import { layoutSafetensors, SafetensorsFile, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { INDEX_FILE_NAME, shardFileNames, SINGLE_FILE_NAME } from "../io/checkpoint.ts";
+import { writeFileAtomic, writeTextAtomic } from "../io/atomic.ts";
 import type { MultimodalModel } from "../model/adapter.ts";
 import type { DecoderLayerWeights, LinearName } from "../nn/decoder.ts";
 import { LINEAR_NAMES } from "../nn/decoder.ts";
@@ -172,6 +173,16 @@ function stateMeta(state: LayerQuantState): Record<string, unknown> {
   return { scheme: state.scheme, fold: !!state.fold };
 }
 
+/** The run record (`record` metadata) stored in a per-layer checkpoint. */
+export async function readLayerRecord(out: string, layer: number): Promise<Record<string, unknown>> {
+  const f = await SafetensorsFile.open(layerFile(out, layer));
+  try {
+    return JSON.parse(f.metadata.record ?? "{}") as Record<string, unknown>;
+  } finally {
+    f.close();
+  }
+}
+
 /** Reads back the per-layer checkpoints that exist, in layer order, stopping at the first gap. */
 export async function completedLayers(out: string, layers: number): Promise<number> {
   let n = 0;
@@ -295,42 +306,163 @@ const COPIED_FILES = [
   "added_tokens.json",
 ];
 
+/** A tensor to write whose bytes are read only when the file is written. */
+interface LazyTensor {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+  byteLength: number;
+  read: () => Promise<Uint8Array>;
+}
+
+/**
+ * Writes lazily read tensors as one safetensors file, atomically. The header comes from the shared
+ * layout (placeholder views on one scratch buffer stand in for the data), so the bytes equal those of
+ * `writeSafetensors` on the same tensors; the data is then streamed one tensor at a time.
+ */
+async function writeLazySafetensors(
+  path: string,
+  tensors: readonly LazyTensor[],
+  metadata: Readonly<Record<string, string>>,
+): Promise<void> {
+  const scratch = new ArrayBuffer(tensors.reduce((m, t) => Math.max(m, t.byteLength), 0));
+  const { head } = layoutSafetensors(
+    tensors.map((t) => ({
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      data: new Uint8Array(scratch, 0, t.byteLength),
+    })),
+    metadata,
+    path,
+  );
+  const headerLength = Number(new DataView(head.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(head.subarray(8, 8 + headerLength))) as Record<
+    string,
+    { data_offsets?: [number, number] }
+  >;
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const order = Object.entries(header)
+    .filter(([name]) => name !== "__metadata__")
+    .sort(([, a], [, b]) => a.data_offsets![0] - b.data_offsets![0])
+    .map(([name]) => byName.get(name)!);
+  async function* chunks(): AsyncIterable<Uint8Array> {
+    yield head;
+    for (const t of order) {
+      const bytes = await t.read();
+      if (bytes.byteLength !== t.byteLength) {
+        throw new Error(`${path}: tensor ${t.name} has ${bytes.byteLength} bytes, expected ${t.byteLength}`);
+      }
+      yield bytes;
+    }
+  }
+  await writeFileAtomic(path, chunks());
+}
+
+/**
+ * Writes lazily read tensors as the weights of model directory `dir`, in the layout `writeCheckpoint`
+ * uses: one `model.safetensors`, or shards of at most `maxShardBytes` plus the index; weight files of an
+ * earlier save that this one does not use are removed.
+ */
+async function writeLazyCheckpoint(
+  dir: string,
+  tensors: readonly LazyTensor[],
+  maxShardBytes: number,
+  metadata: Readonly<Record<string, string>>,
+): Promise<void> {
+  const shards: LazyTensor[][] = [[]];
+  let bytes = 0;
+  let total = 0;
+  for (const t of tensors) {
+    if (shards[shards.length - 1].length > 0 && bytes + t.byteLength > maxShardBytes) {
+      shards.push([]);
+      bytes = 0;
+    }
+    shards[shards.length - 1].push(t);
+    bytes += t.byteLength;
+    total += t.byteLength;
+  }
+  const names = shards.length === 1 ? [SINGLE_FILE_NAME] : shardFileNames(shards.length);
+  for (let i = 0; i < shards.length; i++) await writeLazySafetensors(`${dir}/${names[i]}`, shards[i], metadata);
+  const keep = new Set(names);
+  if (shards.length > 1) {
+    const entries: [string, string][] = [];
+    shards.forEach((s, i) => s.forEach((t) => entries.push([t.name, names[i]])));
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const map = entries.map(([n, f]) => `    ${JSON.stringify(n)}: ${JSON.stringify(f)}`).join(",\n");
+    const index = `{\n  "metadata": {\n    "total_size": ${total}\n  },\n  "weight_map": {\n${map}\n  }\n}\n`;
+    await writeTextAtomic(`${dir}/${INDEX_FILE_NAME}`, index);
+    keep.add(INDEX_FILE_NAME);
+  }
+  for await (const e of Deno.readDir(dir)) {
+    const weights = e.name === SINGLE_FILE_NAME || e.name === INDEX_FILE_NAME ||
+      /^model-\d{5}-of-\d{5}\.safetensors$/.test(e.name);
+    if (weights && !keep.has(e.name)) await Deno.remove(`${dir}/${e.name}`);
+  }
+}
+
+/** Temporary files that an atomic write leaves behind when its process is killed. */
+const STALE_TEMPORARY = /^\..+\.tmp-\d+-[0-9a-z]+$/;
+
+/** Removes temporaries of writes that a killed run left in `dir`. */
+async function removeStaleTemporaries(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && STALE_TEMPORARY.test(e.name)) await Deno.remove(`${dir}/${e.name}`);
+  }
+}
+
+/** Removes the per-layer checkpoints of a finished run. */
+export async function removePartial(out: string): Promise<void> {
+  await Deno.remove(`${out}/${PARTIAL_DIR}`, { recursive: true });
+}
+
 /**
  * Assembles the final directory from the per-layer checkpoints and the source model, then removes the
- * partial directory. Every file is written atomically.
+ * partial directory (unless `keepPartial`: the caller removes it with {@link removePartial}). Every file
+ * is written atomically; tensors are read one at a time while they are written.
  */
 export async function finishExport(
   model: MultimodalModel,
   out: string,
   info: ExportInfo,
   runRecord: Record<string, unknown>,
-  opts: { maxShardBytes?: number } = {},
+  opts: { maxShardBytes?: number; keepPartial?: boolean } = {},
 ): Promise<void> {
-  const main: TensorToWrite[] = [];
-  const side: TensorToWrite[] = [];
+  await removeStaleTemporaries(out);
+  const main: LazyTensor[] = [];
+  const side: LazyTensor[] = [];
   for (const name of model.nonLayerTensorNames()) {
     const e = model.checkpoint.entry(name);
     main.push({
       name,
       dtype: e.dtype as SafetensorsDType,
       shape: e.shape,
-      data: await model.checkpoint.readBytes(name),
+      byteLength: e.end - e.start,
+      read: () => model.checkpoint.readBytes(name),
     });
   }
-  for (let l = 0; l < model.numLayers; l++) {
-    const f = await SafetensorsFile.open(layerFile(out, l));
-    try {
+  const layerFiles: SafetensorsFile[] = [];
+  try {
+    for (let l = 0; l < model.numLayers; l++) {
+      const f = await SafetensorsFile.open(layerFile(out, l));
+      layerFiles.push(f);
       for (const n of f.names()) {
         const e = f.entry(n);
-        const t = { name: n.slice(5), dtype: e.dtype, shape: e.shape, data: await f.readBytes(n) };
+        const t = {
+          name: n.slice(5),
+          dtype: e.dtype,
+          shape: e.shape,
+          byteLength: e.end - e.start,
+          read: () => f.readBytes(n),
+        };
         (n.startsWith("main/") ? main : side).push(t);
       }
-    } finally {
-      f.close();
     }
+    await writeLazyCheckpoint(out, main, opts.maxShardBytes ?? 5_000_000_000, { quantized_by: "masquant" });
+    await writeLazySafetensors(`${out}/masquant.safetensors`, side, { method: info.method });
+  } finally {
+    for (const f of layerFiles) f.close();
   }
-  await writeCheckpoint(out, main, { maxShardBytes: opts.maxShardBytes, metadata: { quantized_by: "masquant" } });
-  await writeSafetensors(`${out}/masquant.safetensors`, side, { method: info.method });
   const config = { ...model.config, quantization_config: quantizationConfig(info.scheme) };
   await writeTextAtomic(`${out}/config.json`, JSON.stringify(config, null, 2) + "\n");
   await writeTextAtomic(
@@ -338,14 +470,15 @@ export async function finishExport(
     JSON.stringify({ format_version: 1, method: info.method, scheme: info.scheme, ...info.details }, null, 2) + "\n",
   );
   for (const name of COPIED_FILES) {
+    let bytes: Uint8Array;
     try {
-      const bytes = await Deno.readFile(`${model.dir}/${name}`);
-      await Deno.writeFile(`${out}/${name}.tmp`, bytes);
-      await Deno.rename(`${out}/${name}.tmp`, `${out}/${name}`);
+      bytes = await Deno.readFile(`${model.dir}/${name}`);
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      if (e instanceof Deno.errors.NotFound) continue;
+      throw e;
     }
+    await writeFileAtomic(`${out}/${name}`, bytes);
   }
   await writeTextAtomic(`${out}/run.json`, JSON.stringify(runRecord, null, 2) + "\n");
-  await Deno.remove(`${out}/${PARTIAL_DIR}`, { recursive: true });
+  if (!opts.keepPartial) await removePartial(out);
 }

@@ -46,6 +46,11 @@ export interface RunOptions {
   onProgress?: (e: PipelineEvent) => void;
   /** Called with each finished layer before the chain moves on (e.g. to write a per-layer checkpoint). */
   onLayer?: (r: LayerResult) => Promise<void>;
+  /**
+   * Return every layer's state (default true). False drops each state once `onLayer` has had it (the
+   * caller keeps its own checkpoints), so memory does not grow with the number of layers.
+   */
+  keepStates?: boolean;
 }
 
 /** What the run reports while it works. */
@@ -304,7 +309,7 @@ export async function runQuantization(
           disposeWeights(qw);
         }
         fp = fpOut;
-        states.push(state);
+        if (opts.keepStates ?? true) states.push(state);
         opts.onProgress?.({
           kind: "layer-done",
           layer: i,
@@ -325,14 +330,16 @@ export async function runQuantization(
 /**
  * Recomputes both chains through layers [0, upto) from finished layer states (for resuming a run):
  * the same forwards as the run itself, so the resumed run continues from bit-identical hidden states.
+ * `states` is a list, or a function that loads one layer's state when it is needed.
  */
 export async function replayChains(
   model: MultimodalModel,
   samples: readonly PreparedInput[],
-  states: readonly LayerQuantState[],
+  states: readonly LayerQuantState[] | ((layer: number) => Promise<LayerQuantState>),
   upto: number,
   chainMode: ForwardMode,
 ): Promise<ChainState> {
+  const stateOf = typeof states === "function" ? states : (i: number) => Promise.resolve(states[i]);
   const be = model.backend;
   const H = model.shape.hidden;
   const fp: Float32Array[] = [];
@@ -341,9 +348,10 @@ export async function replayChains(
   const rows = samples.map((s) => sampleRows(be, s.modality));
   try {
     for (let i = 0; i < upto; i++) {
+      const state = await stateOf(i);
       const w = await model.loadLayer(i);
-      const qw = foldedWeights(be, w, states[i]);
-      const rt = new LayerRuntime(be, states[i]);
+      const qw = foldedWeights(be, w, state);
+      const rt = new LayerRuntime(be, state);
       try {
         for (let j = 0; j < samples.length; j++) {
           const t = samples[j].modality.length;
