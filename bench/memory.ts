@@ -64,6 +64,9 @@ async function measure(modelDir: string, calib: string, out: string, layers: num
       "run",
       "-A",
       "--no-check",
+      // The V8 flags of `deno task quantize`: collect after every layer, and a small young generation so the
+      // heap reaches its steady size within the first layer.
+      "--v8-flags=--expose-gc,--max-semi-space-size=2",
       CLI,
       "quantize",
       ...["--model", modelDir, "--calib", calib, "--out", out, "--overwrite"],

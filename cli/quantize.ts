@@ -453,6 +453,17 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
   let saved: SavedRun | undefined;
   if (args.resume) {
     saved = await checkResumable(out, r);
+    if (saved) {
+      for (
+        const [what, was, now] of [["model", saved.model, args.model], ["calibration set", saved.calib, args.calib]]
+      ) {
+        if (was && (await canonical(was)) !== (await canonical(now))) {
+          throw new UsageError(
+            `--resume: ${out} was started with the ${what} ${was}, not ${now}; resume with the same inputs`,
+          );
+        }
+      }
+    }
   } else if (await isNonEmptyDir(out) && !args.overwrite) {
     throw new UsageError(
       `output directory ${out} already exists; pass --overwrite to replace it or --resume to continue it`,
@@ -504,7 +515,11 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
     if (!saved) {
       await writeTextAtomic(
         `${partial}/recipe.json`,
-        JSON.stringify({ recipe: recipeToObject(r), model: args.model, calib: args.calib }, null, 2),
+        JSON.stringify(
+          { recipe: recipeToObject(r), model: await canonical(args.model), calib: await canonical(args.calib) },
+          null,
+          2,
+        ),
       );
     }
     const t0 = performance.now();
@@ -533,6 +548,9 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
       onLayer: async (res) => {
         const rec = { layer: res.layer, seconds: res.seconds, epoch_loss: res.epochLoss ?? null };
         await writeLayerCheckpoint(backend, model, out, res.layer, res.weights, res.state, rec);
+        // With --v8-flags=--expose-gc (the deno tasks set it) collect the finished layer's garbage now, so the
+        // resident memory stays flat over the layers instead of growing until V8 decides to collect.
+        (globalThis as { gc?: () => void }).gc?.();
         layerRecords.push(rec);
       },
     }, resume);
@@ -597,7 +615,7 @@ export async function verifyReload(
   let reloaded: QuantizedModel | undefined;
   let worst = 0;
   try {
-    reloaded = await QuantizedModel.open(out, backend);
+    reloaded = await QuantizedModel.open(out, backend, { cacheLayers: false, tokenizer: false });
     for (let j = 0; j < samples.length; j++) {
       const b = await reloaded.forwardAll(samples[j]);
       const av = await expected[j].read();

@@ -661,16 +661,23 @@ function compareUtf8(a: string, b: string): number {
   return ea.length - eb.length;
 }
 
+/** A tensor's place in a file to be written, without its data: name, dtype, shape. */
+export interface TensorSpec {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+}
+
 /**
- * Validates `tensors` and lays them out: sorted by element size descending then name (so every tensor
- * starts at a multiple of its element size), after a space-padded header that ends 8-byte aligned.
- * Returns the 8-byte prefix plus header, and the tensors' bytes in file order.
+ * The header of a safetensors file holding `tensors` (validated): the 8-byte length, the JSON padded to a
+ * multiple of 8, and the tensors in the order their data follows (dtype alignment descending, then name),
+ * each with its byte range.
  */
-export function layoutSafetensors(
-  tensors: readonly TensorToWrite[],
+export function safetensorsHeader(
+  tensors: readonly TensorSpec[],
   metadata: Readonly<Record<string, string>> = {},
   file = "safetensors output",
-): { head: Uint8Array<ArrayBuffer>; chunks: Uint8Array[]; dataBytes: number } {
+): { head: Uint8Array<ArrayBuffer>; order: { spec: TensorSpec; begin: number; end: number }[]; dataBytes: number } {
   const seen = new Set<string>();
   for (const t of tensors) {
     const where = { file, tensor: t.name };
@@ -690,16 +697,6 @@ export function layoutSafetensors(
         where,
       );
     }
-    const need = t.shape.reduce((p, d) => p * d, 1) * DTYPE_SIZES[t.dtype];
-    if (!ArrayBuffer.isView(t.data) || t.data.byteLength !== need) {
-      const got = ArrayBuffer.isView(t.data) ? `${t.data.byteLength} bytes` : "no byte data";
-      throw new SafetensorsError(
-        `cannot write ${file}: tensor ${q(t.name)} (${t.dtype} ${
-          fmtShape(t.shape)
-        }) needs ${need} bytes but has ${got}`,
-        where,
-      );
-    }
   }
   const meta: Record<string, string> = { format: "pt", ...metadata };
   for (const [k, v] of Object.entries(meta)) {
@@ -711,16 +708,16 @@ export function layoutSafetensors(
     DTYPE_SIZES[b.dtype] - DTYPE_SIZES[a.dtype] || compareUtf8(a.name, b.name)
   );
   const parts = [`"__metadata__":${JSON.stringify(meta)}`];
-  const chunks: Uint8Array[] = [];
+  const order: { spec: TensorSpec; begin: number; end: number }[] = [];
   let offset = 0;
   for (const t of ordered) {
-    const end = offset + t.data.byteLength;
+    const end = offset + t.shape.reduce((p, d) => p * d, 1) * DTYPE_SIZES[t.dtype];
     parts.push(
       `${JSON.stringify(t.name)}:{"dtype":"${t.dtype}","shape":[${
         t.shape.join(",")
       }],"data_offsets":[${offset},${end}]}`,
     );
-    chunks.push(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    order.push({ spec: t, begin: offset, end });
     offset = end;
   }
   const json = new TextEncoder().encode(`{${parts.join(",")}}`);
@@ -728,7 +725,37 @@ export function layoutSafetensors(
   const head = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
   new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
   head.set(json, 8);
-  return { head, chunks, dataBytes: offset };
+  return { head, order, dataBytes: offset };
+}
+
+/**
+ * The bytes of a safetensors file holding `tensors` (validated), as a header and the tensors' data in
+ * file order, without copying the data.
+ */
+export function layoutSafetensors(
+  tensors: readonly TensorToWrite[],
+  metadata: Readonly<Record<string, string>> = {},
+  file = "safetensors output",
+): { head: Uint8Array<ArrayBuffer>; chunks: Uint8Array[]; dataBytes: number } {
+  for (const t of tensors) {
+    const need = (t.shape?.every?.(isIndex) ? t.shape.reduce((p, d) => p * d, 1) : NaN) *
+      (DTYPE_SIZES[t.dtype] ?? NaN);
+    if (Number.isFinite(need) && (!ArrayBuffer.isView(t.data) || t.data.byteLength !== need)) {
+      const got = ArrayBuffer.isView(t.data) ? `${t.data.byteLength} bytes` : "no byte data";
+      throw new SafetensorsError(
+        `cannot write ${file}: tensor ${q(t.name)} (${t.dtype} ${
+          fmtShape(t.shape)
+        }) needs ${need} bytes but has ${got}`,
+        { file, tensor: t.name },
+      );
+    }
+  }
+  const { head, order, dataBytes } = safetensorsHeader(tensors, metadata, file);
+  const chunks = order.map(({ spec }) => {
+    const d = (spec as TensorToWrite).data;
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  });
+  return { head, chunks, dataBytes };
 }
 
 /** The complete bytes of a safetensors file holding `tensors` (for small files and tests). */

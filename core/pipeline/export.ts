@@ -27,7 +27,7 @@
 import type { Backend, Tensor } from "../tensor/mod.ts";
 import { packInt4 } from "../tensor/cpu/int4.ts";
 import type { SafetensorsDType } from "../io/safetensors.ts";
-import { layoutSafetensors, SafetensorsFile, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { SafetensorsFile, safetensorsHeader, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { INDEX_FILE_NAME, shardFileNames, SINGLE_FILE_NAME } from "../io/checkpoint.ts";
 import { writeFileAtomic, writeTextAtomic } from "../io/atomic.ts";
 import type { MultimodalModel } from "../model/adapter.ts";
@@ -306,54 +306,60 @@ const COPIED_FILES = [
   "added_tokens.json",
 ];
 
-/** A tensor to write whose bytes are read only when the file is written. */
+/** A tensor to write whose bytes are produced on demand, in pieces. */
 interface LazyTensor {
   name: string;
   dtype: SafetensorsDType;
   shape: readonly number[];
   byteLength: number;
-  read: () => Promise<Uint8Array>;
+  chunks: () => AsyncIterable<Uint8Array>;
+}
+
+/** Bytes copied per read when a tensor is streamed from its source file. */
+const COPY_BLOCK = 4 * 2 ** 20;
+
+/** The bytes [start, end) of a file, in blocks of at most 4 MiB. */
+async function* fileRange(path: string, start: number, end: number): AsyncIterable<Uint8Array> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    await f.seek(start, Deno.SeekMode.Start);
+    for (let pos = start; pos < end;) {
+      const buf = new Uint8Array(Math.min(COPY_BLOCK, end - pos));
+      let filled = 0;
+      while (filled < buf.length) {
+        const n = await f.read(buf.subarray(filled));
+        if (n === null) throw new Error(`${path}: the file ends before byte ${end}`);
+        filled += n;
+      }
+      pos += buf.length;
+      yield buf;
+    }
+  } finally {
+    f.close();
+  }
 }
 
 /**
- * Writes lazily read tensors as one safetensors file, atomically. The header comes from the shared
- * layout (placeholder views on one scratch buffer stand in for the data), so the bytes equal those of
- * `writeSafetensors` on the same tensors; the data is then streamed one tensor at a time.
+ * Writes lazily read tensors as one safetensors file, atomically, with the same bytes as
+ * `writeSafetensors` on the same tensors; the data is streamed a block at a time, so memory does not
+ * depend on the size of the largest tensor.
  */
 async function writeLazySafetensors(
   path: string,
   tensors: readonly LazyTensor[],
   metadata: Readonly<Record<string, string>>,
 ): Promise<void> {
-  const scratch = new ArrayBuffer(tensors.reduce((m, t) => Math.max(m, t.byteLength), 0));
-  const { head } = layoutSafetensors(
-    tensors.map((t) => ({
-      name: t.name,
-      dtype: t.dtype,
-      shape: t.shape,
-      data: new Uint8Array(scratch, 0, t.byteLength),
-    })),
-    metadata,
-    path,
-  );
-  const headerLength = Number(new DataView(head.buffer).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(head.subarray(8, 8 + headerLength))) as Record<
-    string,
-    { data_offsets?: [number, number] }
-  >;
-  const byName = new Map(tensors.map((t) => [t.name, t]));
-  const order = Object.entries(header)
-    .filter(([name]) => name !== "__metadata__")
-    .sort(([, a], [, b]) => a.data_offsets![0] - b.data_offsets![0])
-    .map(([name]) => byName.get(name)!);
+  const { head, order } = safetensorsHeader(tensors, metadata, path);
   async function* chunks(): AsyncIterable<Uint8Array> {
     yield head;
-    for (const t of order) {
-      const bytes = await t.read();
-      if (bytes.byteLength !== t.byteLength) {
-        throw new Error(`${path}: tensor ${t.name} has ${bytes.byteLength} bytes, expected ${t.byteLength}`);
+    for (const { spec } of order) {
+      const t = spec as LazyTensor;
+      let n = 0;
+      for await (const c of t.chunks()) {
+        n += c.byteLength;
+        yield c;
       }
-      yield bytes;
+      if (n !== t.byteLength) throw new Error(`${path}: tensor ${t.name} has ${n} bytes, expected ${t.byteLength}`);
     }
   }
   await writeFileAtomic(path, chunks());
@@ -438,7 +444,7 @@ export async function finishExport(
       dtype: e.dtype as SafetensorsDType,
       shape: e.shape,
       byteLength: e.end - e.start,
-      read: () => model.checkpoint.readBytes(name),
+      chunks: () => fileRange(e.file, e.start, e.end),
     });
   }
   const layerFiles: SafetensorsFile[] = [];
@@ -453,7 +459,9 @@ export async function finishExport(
           dtype: e.dtype,
           shape: e.shape,
           byteLength: e.end - e.start,
-          read: () => f.readBytes(n),
+          chunks: async function* () {
+            yield await f.readBytes(n);
+          },
         };
         (n.startsWith("main/") ? main : side).push(t);
       }

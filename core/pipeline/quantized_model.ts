@@ -64,12 +64,24 @@ export class QuantizedModel implements MultimodalModel {
   readonly #side: SafetensorsFile;
   readonly #cache = new Map<number, { layer: QuantizedLayer; rt: LayerRuntime }>();
 
-  private constructor(readonly base: MultimodalModel, readonly qconfig: MasquantConfig, side: SafetensorsFile) {
+  private constructor(
+    readonly base: MultimodalModel,
+    readonly qconfig: MasquantConfig,
+    side: SafetensorsFile,
+    readonly cacheLayers: boolean,
+  ) {
     this.#side = side;
   }
 
-  /** Opens a quantized directory with the adapter its config.json selects. */
-  static async open(dir: string, backend: Backend, options?: OpenOptions): Promise<QuantizedModel> {
+  /**
+   * Opens a quantized directory with the adapter its config.json selects. With `cacheLayers: false`
+   * every layer is read again when needed and freed after use (memory of one layer).
+   */
+  static async open(
+    dir: string,
+    backend: Backend,
+    options?: OpenOptions & { cacheLayers?: boolean },
+  ): Promise<QuantizedModel> {
     const config = await readConfigJson(dir);
     let qconfig: MasquantConfig;
     try {
@@ -85,7 +97,7 @@ export class QuantizedModel implements MultimodalModel {
       base.close();
       throw new QuantizedFormatError(`${dir}/masquant.safetensors is missing or invalid: ${(e as Error).message}`);
     }
-    return new QuantizedModel(base, qconfig, side);
+    return new QuantizedModel(base, qconfig, side, options?.cacheLayers ?? true);
   }
 
   get dir(): string {
@@ -209,13 +221,13 @@ export class QuantizedModel implements MultimodalModel {
       rt.setDeployed(n, p.q ? { q: p.q, scale: p.scale } : { w: p.w });
     }
     const entry = { layer, rt };
-    this.#cache.set(i, entry);
+    if (this.cacheLayers) this.#cache.set(i, entry);
     return entry;
   }
 
   /** Weights of layer i in float (dequantized codes; norms as stored, i.e. with folds applied). */
   async loadLayer(i: number): Promise<DecoderLayerWeights> {
-    const { layer } = await this.loadQuantizedLayer(i);
+    const { layer, rt } = await this.loadQuantizedLayer(i);
     const be = this.backend;
     const linears = {} as Record<LinearName, Linear>;
     for (const n of LINEAR_NAMES) {
@@ -228,7 +240,9 @@ export class QuantizedModel implements MultimodalModel {
       }
       linears[n] = { w, b: p.b?.retain() };
     }
-    return { inputNorm: layer.norms.input.retain(), postNorm: layer.norms.post.retain(), linears };
+    const out = { inputNorm: layer.norms.input.retain(), postNorm: layer.norms.post.retain(), linears };
+    if (!this.cacheLayers) disposeQuantizedLayer(layer, rt);
+    return out;
   }
 
   /** Runs a layer given float weights (e.g. from loadLayer) through the family's forward. */
@@ -253,6 +267,7 @@ export class QuantizedModel implements MultimodalModel {
         const y = this.base.forwardLayer(w, x, inp.ctx, quantHook(rt, "deploy", rows.rows));
         x.dispose();
         x = y;
+        if (!this.cacheLayers) disposeQuantizedLayer(layer, rt);
       }
       return x;
     } finally {
@@ -273,14 +288,17 @@ export class QuantizedModel implements MultimodalModel {
   }
 
   close(): void {
-    for (const { layer, rt } of this.#cache.values()) {
-      rt.dispose();
-      layer.norms.input.dispose();
-      layer.norms.post.dispose();
-      for (const p of Object.values(layer.packed)) for (const t of [p.q, p.scale, p.w, p.b]) t?.dispose();
-    }
+    for (const { layer, rt } of this.#cache.values()) disposeQuantizedLayer(layer, rt);
     this.#cache.clear();
     this.#side.close();
     this.base.close();
   }
+}
+
+/** Frees a loaded quantized layer. */
+function disposeQuantizedLayer(layer: QuantizedLayer, rt: LayerRuntime): void {
+  rt.dispose();
+  layer.norms.input.dispose();
+  layer.norms.post.dispose();
+  for (const p of Object.values(layer.packed)) for (const t of [p.q, p.scale, p.w, p.b]) t?.dispose();
 }

@@ -27,8 +27,12 @@ import { packInt4, unpackInt4 } from "./int4.ts";
 /** CPU storage: a host array (int4 is packed into 32-bit words, eight values per word per row). */
 export class CpuStorage implements Storage {
   refs = 1;
-  constructor(readonly data: HostArray | Uint32Array, readonly bytes: number) {}
+  /** `pooled`: the array came from the backend's pool and returns to it when released. */
+  constructor(readonly data: HostArray | Uint32Array, readonly bytes: number, readonly pooled = false) {}
 }
+
+/** Bytes of freed arrays the backend keeps for reuse. */
+const POOL_BYTES = 256 * 2 ** 20;
 
 type FloatArray = Float32Array | Float64Array;
 
@@ -52,10 +56,33 @@ export class CpuBackend implements Backend {
 
   // ---- memory ----------------------------------------------------------------------------------
 
+  readonly #pool = new Map<string, HostArray[]>();
+  #pooledBytes = 0;
+  readonly #owned = new WeakSet<HostArray | Uint32Array>();
+
   #make(shape: readonly number[], dtype: DType, data: HostArray | Uint32Array): Tensor {
     const bytes = data.byteLength;
     this.#live += bytes;
-    return new Tensor(this, [...shape], dtype, new CpuStorage(data, bytes));
+    return new Tensor(this, [...shape], dtype, new CpuStorage(data, bytes, this.#owned.has(data)));
+  }
+
+  /**
+   * A zeroed output array for an op: reused from the pool of released op outputs when one of the same
+   * kind and length is free. Recycling keeps the resident memory flat over long runs (the same shapes
+   * recur layer after layer) instead of leaving freed arrays to the garbage collector.
+   */
+  #alloc(dtype: DType, n: number): HostArray {
+    const key = `${dtype}:${n}`;
+    const a = this.#pool.get(key)?.pop();
+    if (a) {
+      this.#pooledBytes -= a.byteLength;
+      a.fill(0);
+      this.#owned.add(a);
+      return a;
+    }
+    const fresh = hostArray(dtype, n);
+    this.#owned.add(fresh);
+    return fresh;
   }
 
   /** Wraps a host array as a tensor without copying (the array must not be modified afterwards). */
@@ -89,7 +116,7 @@ export class CpuBackend implements Backend {
   }
 
   full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
-    const a = hostArray(dtype, shapeSize(shape));
+    const a = this.#alloc(dtype, shapeSize(shape));
     if (value !== 0) (a as Float64Array).fill(value);
     return this.wrap(a, shape, dtype);
   }
@@ -100,7 +127,25 @@ export class CpuBackend implements Backend {
   }
 
   release(s: Storage): void {
-    this.#live -= (s as CpuStorage).bytes;
+    const c = s as CpuStorage;
+    this.#live -= c.bytes;
+    if (!c.pooled || this.#pooledBytes + c.bytes > POOL_BYTES || c.data instanceof Uint32Array) return;
+    const d = c.data as HostArray;
+    const dtype = d instanceof Float32Array
+      ? "f32"
+      : d instanceof Float64Array
+      ? "f64"
+      : d instanceof Int32Array
+      ? "i32"
+      : d instanceof Int8Array
+      ? "i8"
+      : undefined;
+    if (!dtype || d.length === 0) return;
+    const key = `${dtype}:${d.length}`;
+    let list = this.#pool.get(key);
+    if (!list) this.#pool.set(key, list = []);
+    list.push(d);
+    this.#pooledBytes += c.bytes;
   }
 
   sync(): Promise<void> {
@@ -108,7 +153,7 @@ export class CpuBackend implements Backend {
   }
 
   memory(): { liveBytes: number; pooledBytes: number } {
-    return { liveBytes: this.#live, pooledBytes: 0 };
+    return { liveBytes: this.#live, pooledBytes: this.#pooledBytes };
   }
 
   #own(op: string, ...ts: (Tensor | undefined)[]): void {
@@ -174,7 +219,7 @@ export class CpuBackend implements Backend {
     const inStr = stridesOf(x.shape);
     const pStr = perm.map((p) => inStr[p]);
     const n = x.size;
-    const out = hostArray(x.dtype, n);
+    const out = this.#alloc(x.dtype, n);
     const idx = new Array<number>(r).fill(0);
     let off = 0;
     for (let i = 0; i < n; i++) {
@@ -203,7 +248,7 @@ export class CpuBackend implements Backend {
     const inner = shapeSize(x.shape.slice(a + 1));
     const src = this.data(x);
     const len = end - start;
-    const out = hostArray(x.dtype, outer * len * inner);
+    const out = this.#alloc(x.dtype, outer * len * inner);
     for (let o = 0; o < outer; o++) {
       const s0 = (o * d + start) * inner;
       (out as Float64Array).set((src as Float64Array).subarray(s0, s0 + len * inner), o * len * inner);
@@ -228,7 +273,7 @@ export class CpuBackend implements Backend {
     const outer = shapeSize(xs[0].shape.slice(0, a));
     const inner = shapeSize(xs[0].shape.slice(a + 1));
     const total = xs.reduce((s, t) => s + t.shape[a], 0);
-    const out = hostArray(xs[0].dtype, outer * total * inner);
+    const out = this.#alloc(xs[0].dtype, outer * total * inner);
     let off = 0;
     for (const t of xs) {
       const src = this.data(t) as Float64Array;
@@ -253,7 +298,7 @@ export class CpuBackend implements Backend {
     );
     const [rows, cols] = table.shape;
     const src = this.data(table) as Float64Array;
-    const out = hostArray(table.dtype, ix.length * cols) as Float64Array;
+    const out = this.#alloc(table.dtype, ix.length * cols) as Float64Array;
     for (let i = 0; i < ix.length; i++) {
       const r = ix[i];
       check(r >= 0 && r < rows, "gatherRows", () => `index ${r} at position ${i} is outside [0, ${rows})`);
@@ -298,7 +343,7 @@ export class CpuBackend implements Backend {
         );
       }
     }
-    const out = hostArray(dtype, src.length);
+    const out = this.#alloc(dtype, src.length);
     if (isFloat(x.dtype) && !isFloat(dtype)) {
       for (let i = 0; i < src.length; i++) out[i] = Math.trunc(src[i]);
     } else {
@@ -313,7 +358,7 @@ export class CpuBackend implements Backend {
     const dt = this.#float(`unary(${op})`, x);
     const fn = unaryFn(op);
     const src = this.#fl(x);
-    const out = hostArray(dt, src.length) as FloatArray;
+    const out = this.#alloc(dt, src.length) as FloatArray;
     for (let i = 0; i < src.length; i++) out[i] = fn(src[i]);
     return this.wrap(out, x.shape, dt);
   }
@@ -324,7 +369,7 @@ export class CpuBackend implements Backend {
     const d = unaryDerivative(op);
     const xs = this.#fl(x);
     const gs = this.#fl(gy);
-    const out = hostArray(dt, xs.length) as FloatArray;
+    const out = this.#alloc(dt, xs.length) as FloatArray;
     for (let i = 0; i < xs.length; i++) out[i] = gs[i] * d(xs[i]);
     return this.wrap(out, x.shape, dt);
   }
@@ -337,7 +382,7 @@ export class CpuBackend implements Backend {
     const A = this.#fl(a);
     const B = this.#fl(b);
     const n = shapeSize(shape);
-    const out = hostArray(dt, n) as FloatArray;
+    const out = this.#alloc(dt, n) as FloatArray;
     if (A.length === n && B.length === n) {
       for (let i = 0; i < n; i++) out[i] = fn(A[i], B[i]);
     } else if (B.length === 1) {
@@ -363,7 +408,7 @@ export class CpuBackend implements Backend {
     const sb = broadcastStrides(b.shape, shape);
     const r = shape.length;
     const n = shapeSize(shape);
-    const out = hostArray(dt, n) as FloatArray;
+    const out = this.#alloc(dt, n) as FloatArray;
     const idx = new Array<number>(r).fill(0);
     let ia = 0;
     let ib = 0;
@@ -385,7 +430,7 @@ export class CpuBackend implements Backend {
   affine(x: Tensor, mul: number, add: number): Tensor {
     const dt = this.#float("affine", x);
     const src = this.#fl(x);
-    const out = hostArray(dt, src.length) as FloatArray;
+    const out = this.#alloc(dt, src.length) as FloatArray;
     for (let i = 0; i < src.length; i++) out[i] = src[i] * mul + add;
     return this.wrap(out, x.shape, dt);
   }
@@ -393,7 +438,7 @@ export class CpuBackend implements Backend {
   pow(x: Tensor, p: number): Tensor {
     const dt = this.#float("pow", x);
     const src = this.#fl(x);
-    const out = hostArray(dt, src.length) as FloatArray;
+    const out = this.#alloc(dt, src.length) as FloatArray;
     for (let i = 0; i < src.length; i++) {
       const v = src[i];
       out[i] = v < 0 ? -Math.pow(-v, p) : Math.pow(v, p);
@@ -405,7 +450,7 @@ export class CpuBackend implements Backend {
     const dt = this.#float("clamp", x);
     check(!(lo > hi), "clamp", `lo ${lo} > hi ${hi}`);
     const src = this.#fl(x);
-    const out = hostArray(dt, src.length) as FloatArray;
+    const out = this.#alloc(dt, src.length) as FloatArray;
     for (let i = 0; i < src.length; i++) out[i] = Math.min(Math.max(src[i], lo), hi);
     return this.wrap(out, x.shape, dt);
   }
@@ -425,7 +470,7 @@ export class CpuBackend implements Backend {
     const outer = shapeSize(x.shape.slice(0, a));
     const inner = shapeSize(x.shape.slice(a + 1));
     const src = this.#fl(x);
-    const out = hostArray(dt, outer * inner) as FloatArray;
+    const out = this.#alloc(dt, outer * inner) as FloatArray;
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < inner; i++) {
         let base = o * n * inner + i;
@@ -476,7 +521,7 @@ export class CpuBackend implements Backend {
       );
     }
     const src = this.#fl(x);
-    const out = hostArray(dt, cols) as FloatArray;
+    const out = this.#alloc(dt, cols) as FloatArray;
     for (let r = 0; r < rows; r++) {
       if (ids && ids[r] !== id) continue;
       const base = r * cols;
@@ -493,7 +538,7 @@ export class CpuBackend implements Backend {
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const dt = this.#float("matmul", a, b);
     const g = matmulGeometry(a.shape, b.shape, !!opts.transA, !!opts.transB);
-    const out = hostArray(dt, g.batch * g.m * g.n) as FloatArray;
+    const out = this.#alloc(dt, g.batch * g.m * g.n) as FloatArray;
     matmulInto(this.#fl(a), this.#fl(b), out, g, !!opts.transA, !!opts.transB);
     return this.wrap(out, g.outShape, dt);
   }
@@ -515,7 +560,7 @@ export class CpuBackend implements Backend {
       );
     }
     const src = this.#fl(x);
-    const out = hostArray(dt, src.length) as FloatArray;
+    const out = this.#alloc(dt, src.length) as FloatArray;
     const e = new Float64Array(cols);
     for (let r = 0; r < rows; r++) {
       const q = r % cols;
@@ -553,7 +598,7 @@ export class CpuBackend implements Backend {
     const rows = y.size / Math.max(cols, 1);
     const Y = this.#fl(y);
     const G = this.#fl(gy);
-    const out = hostArray(dt, Y.length) as FloatArray;
+    const out = this.#alloc(dt, Y.length) as FloatArray;
     for (let r = 0; r < rows; r++) {
       const base = r * cols;
       let dot = 0;
@@ -584,7 +629,7 @@ export class CpuBackend implements Backend {
     const rows = x.size / cols;
     const X = this.#fl(x);
     const W = w ? this.#fl(w) : undefined;
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     const f = this.#f(dt);
     for (let r = 0; r < rows; r++) {
       const base = r * cols;
@@ -607,7 +652,7 @@ export class CpuBackend implements Backend {
     const X = this.#fl(x);
     const G = this.#fl(gy);
     const W = w ? this.#fl(w) : undefined;
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     for (let r = 0; r < rows; r++) {
       const base = r * cols;
       let ss = 0;
@@ -631,7 +676,7 @@ export class CpuBackend implements Backend {
     const X = this.#fl(x);
     const W = w ? this.#fl(w) : undefined;
     const B = b ? this.#fl(b) : undefined;
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     for (let r = 0; r < rows; r++) {
       const base = r * cols;
       let mean = 0;
@@ -665,8 +710,8 @@ export class CpuBackend implements Backend {
       axisOf.fill(ax, i0, i0 + len);
       i0 += len;
     });
-    const cos = hostArray(dt, t * nf) as FloatArray;
-    const sin = hostArray(dt, t * nf) as FloatArray;
+    const cos = this.#alloc(dt, t * nf) as FloatArray;
+    const sin = this.#alloc(dt, t * nf) as FloatArray;
     const f = this.#f(dt);
     for (let tok = 0; tok < t; tok++) {
       for (let i = 0; i < nf; i++) {
@@ -691,7 +736,7 @@ export class CpuBackend implements Backend {
     const X = this.#fl(x);
     const C = this.#fl(cos);
     const S = this.#fl(sin);
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     for (let tok = 0; tok < t; tok++) {
       for (let hh = 0; hh < h; hh++) {
         const base = (tok * h + hh) * d;
@@ -750,7 +795,7 @@ export class CpuBackend implements Backend {
     }
     const round = opts.round ?? true;
     const X = this.#fl(x);
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     const f = this.#f(dt);
     const sym = spec.symmetric;
     const hi = sym ? symMax(spec.bits) : 2 ** spec.bits - 1;
@@ -776,7 +821,7 @@ export class CpuBackend implements Backend {
     const round = opts.round ?? true;
     const X = this.#fl(x);
     const G = this.#fl(gy);
-    const out = hostArray(dt, X.length) as FloatArray;
+    const out = this.#alloc(dt, X.length) as FloatArray;
     const f = this.#f(dt);
     const levels = spec.symmetric ? symMax(spec.bits) : 2 ** spec.bits - 1;
     const hiL = spec.symmetric ? symMax(spec.bits) : 2 ** spec.bits - 1;
