@@ -4,7 +4,8 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { type Backend, Rng, type Tensor, type UnaryOp } from "@masquant/core";
-import { allBackends } from "./backends.ts";
+import { allBackends, gpuTest } from "./backends.ts";
+import { WebGPUBackend } from "@masquant/kernels";
 import { assertClose, evenRound, REF_UNARY, refDeriv, refErf, refMatmul, refQuantGroup, relFro } from "./ref.ts";
 
 const backends = await allBackends();
@@ -556,3 +557,32 @@ each("int8Matmul is bit-exact (i8 and packed int4 weights, bias, odd sizes)", as
     }
   }
 });
+
+await gpuTest(
+  "int8Matmul: every WebGPU kernel variant is bit-exact (rows, word-major, f32-fma; K up to 4096)",
+  async (gpu) => {
+    for (const layout of ["rows", "word-major", "f32-fma"] as const) {
+      const be = new WebGPUBackend(gpu.ctx, { int8Layout: layout });
+      for (const [m, n, k] of [[1, 1, 16], [7, 33, 64], [33, 9, 1040], [5, 6, 4096], [64, 48, 208], [3, 5, 13]]) {
+        // Extreme values: |a·b| sums near the f32-exact limit within one 1024-run.
+        const a = Array.from({ length: m * k }, (_, i) => (i % 3 === 0 ? -127 : rng.int(255) - 127));
+        const b = Array.from({ length: n * k }, (_, i) => (i % 3 === 0 ? 127 : rng.int(255) - 127));
+        const sa = rng.uniformArray(m, 0.001, 0.1);
+        const sb = rng.uniformArray(n, 0.001, 0.1);
+        const f = Math.fround;
+        const want: number[] = [];
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let acc = 0;
+            for (let t = 0; t < k; t++) acc += a[i * k + t] * b[j * k + t];
+            want.push(f(f(f(acc) * sa[i]) * sb[j]));
+          }
+        }
+        const got = await host(
+          be.int8Matmul(be.tensor(a, [m, k], "i8"), be.tensor(sa, [m]), be.tensor(b, [n, k], "i8"), be.tensor(sb, [n])),
+        );
+        assertEquals(got, want, `int8Matmul ${layout} ${m}x${k}·${n}x${k}`);
+      }
+    }
+  },
+);

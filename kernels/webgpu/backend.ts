@@ -50,7 +50,7 @@ import {
   QUANT_SPLIT,
   quantCodesKernel,
 } from "../wgsl/quant.ts";
-import { int8MatmulKernel } from "../wgsl/int8.ts";
+import { int8MatmulF32Kernel, int8MatmulKernel, int8MatmulWordMajorKernel, PACK_I8_WORD_MAJOR } from "../wgsl/int8.ts";
 import { WG1D } from "../wgsl/common.ts";
 
 /** GPU storage: one buffer, `words` 32-bit words of payload. */
@@ -63,6 +63,8 @@ class GpuStorage implements Storage {
 export interface WebGPUBackendOptions extends RuntimeOptions {
   /** Matmul kernel: "blocked" (software GPUs), "tiled" (discrete GPUs) or "auto" (by adapter). */
   matmul?: "blocked" | "tiled" | "auto";
+  /** int8 kernel variant (default: "f32-fma" on software adapters, "rows" otherwise). */
+  int8Layout?: "rows" | "word-major" | "f32-fma";
 }
 
 const MAX_RANK = 8;
@@ -88,6 +90,12 @@ export class WebGPUBackend implements Backend {
   readonly supportsF64 = false;
   readonly rt: GpuRuntime;
   readonly matmulKind: "blocked" | "tiled";
+  /**
+   * int8 kernel: "rows" (dot4I8Packed on the weights as stored), "word-major" (dot4I8Packed on weights
+   * repacked so neighbouring columns read neighbouring words) or "f32-fma" (word-major, bytes widened to f32
+   * and summed exactly with FMAs in runs of 1024; for software adapters).
+   */
+  int8Layout: "rows" | "word-major" | "f32-fma";
   #live = 0;
   readonly #dot4: boolean;
 
@@ -97,6 +105,9 @@ export class WebGPUBackend implements Backend {
     const m = opts.matmul ?? "auto";
     this.matmulKind = m === "auto" ? (ctx.software ? "blocked" : "tiled") : m;
     this.#dot4 = ctx.wgslFeatures.has("packed_4x8_integer_dot_product");
+    // dot4I8Packed is a native instruction on hardware GPUs; a software adapter emulates it, and exact f32
+    // FMAs on widened bytes run about twice as fast there.
+    this.int8Layout = opts.int8Layout ?? (ctx.software ? "f32-fma" : "rows");
   }
 
   /** Adapter description for reports. */
@@ -1163,6 +1174,14 @@ export class WebGPUBackend implements Backend {
     const rowsB = Math.max(1, Math.floor(lim / Math.max(lb.wpr, 1)));
     // 16-byte loads when every row is a whole number of vec4 words and windows stay 16-byte aligned.
     const vec4 = la.wpr % 4 === 0 && lb.wpr % 4 === 0 && (b.dtype === "i8" || la.wpr === 2 * lb.wpr);
+    const n4 = Math.ceil(n / 4);
+    if (
+      this.int8Layout !== "rows" && vec4 && b.dtype === "i8" && m * la.wpr <= lim && n4 * 4 * lb.wpr <= lim &&
+      m * n <= lim && n * lb.wpr <= lim
+    ) {
+      this.#int8WordMajor(a, aScale, b, bScale, bias, out, m, n, la.wpr);
+      return out;
+    }
     const code = int8MatmulKernel(b.dtype as "i8" | "int4", this.#dot4, !!bias, vec4);
     const eb = vec4 ? 16 : 4;
     const unit = vec4 ? 4 : 1;
@@ -1191,6 +1210,55 @@ export class WebGPUBackend implements Backend {
       }
     }
     return out;
+  }
+
+  /** int8 product with the weights repacked word-major (neighbouring columns read neighbouring words). */
+  #int8WordMajor(
+    a: Tensor,
+    aScale: Tensor,
+    b: Tensor,
+    bScale: Tensor,
+    bias: Tensor | undefined,
+    out: Tensor,
+    m: number,
+    n: number,
+    wpr: number,
+  ): void {
+    const n4 = Math.ceil(n / 4);
+    const packed = this.rt.alloc(n4 * 4 * wpr * 4);
+    try {
+      const wb = this.rt.window(this.#buf(b), 0, n * wpr);
+      this.rt.dispatch(
+        PACK_I8_WORD_MAJOR,
+        new Params().u(n).u(n4).u(wpr).u(wb.off),
+        [wb.binding, packed],
+        [Math.ceil((n4 * 4) / 64), Math.ceil(wpr / 4), 1],
+      );
+      const wa = this.rt.window(this.#buf(a), 0, (m * wpr) / 4, 16);
+      const p = new Params().u(m).u(n).u(wpr).u(n4).u(wa.off * 4).u(0).u(0).u(0).u(0).u(0).u(n).u(0);
+      const binds: (GPUBufferBinding | GPUBuffer)[] = [
+        wa.binding,
+        packed,
+        this.#param(aScale),
+        this.#param(bScale),
+        this.rt.window(this.#buf(out), 0, m * n).binding,
+      ];
+      if (bias) binds.push(this.#param(bias));
+      if (this.int8Layout === "f32-fma") {
+        const wa1 = this.rt.window(this.#buf(a), 0, m * wpr);
+        binds[0] = wa1.binding;
+        const p1 = new Params().u(m).u(n).u(wpr).u(n4).u(wa1.off).u(0).u(0).u(0).u(0).u(0).u(n).u(0);
+        this.rt.dispatch(int8MatmulF32Kernel(!!bias), p1, binds, [Math.ceil(n4 / 16), Math.ceil(m / 32), 1]);
+      } else {
+        this.rt.dispatch(int8MatmulWordMajorKernel(this.#dot4, !!bias), p, binds, [
+          Math.ceil(n4 / 8),
+          Math.ceil(m / 32),
+          1,
+        ]);
+      }
+    } finally {
+      this.rt.free(packed);
+    }
   }
 }
 
