@@ -75,11 +75,23 @@ for (const n of sizes) {
     }
     const qa = gpu.quantize(gpu.tensor(a, [n, n]), { bits: 8, symmetric: true, groupSize: 0 });
     const qb = gpu.quantize(gpu.tensor(b, [n, n]), { bits: 8, symmetric: true, groupSize: 0 });
+    if (gpu.int8Layout !== "rows") {
+      const dot4 = new WebGPUBackend(gpu.ctx, { int8Layout: "rows" });
+      const td = await time(dot4, reps, () => dot4.int8Matmul(qa.q, qa.scale, qb.q, qb.scale));
+      rows.push([
+        `${n}`,
+        "webgpu",
+        "int8 dot4I8Packed",
+        (td * 1e3).toFixed(1),
+        (ops / td / 1e9).toFixed(2),
+        (ops / td / 1e9 / cpuRate).toFixed(2),
+      ]);
+    }
     const t8 = await time(gpu, reps, () => gpu.int8Matmul(qa.q, qa.scale, qb.q, qb.scale));
     rows.push([
       `${n}`,
       "webgpu",
-      "int8 (dot4I8Packed)",
+      `int8 ${gpu.int8Layout === "rows" ? "dot4I8Packed" : gpu.int8Layout} (default)`,
       (t8 * 1e3).toFixed(1),
       (ops / t8 / 1e9).toFixed(2),
       (ops / t8 / 1e9 / cpuRate).toFixed(2),

@@ -96,6 +96,8 @@ export class WebGPUBackend implements Backend {
    * and summed exactly with FMAs in runs of 1024; for software adapters).
    */
   int8Layout: "rows" | "word-major" | "f32-fma";
+  /** Rows per invocation of the f32-fma int8 kernel. */
+  int8Rows = 4;
   #live = 0;
   readonly #dot4: boolean;
 
@@ -1248,7 +1250,8 @@ export class WebGPUBackend implements Backend {
         const wa1 = this.rt.window(this.#buf(a), 0, m * wpr);
         binds[0] = wa1.binding;
         const p1 = new Params().u(m).u(n).u(wpr).u(n4).u(wa1.off).u(0).u(0).u(0).u(0).u(0).u(n).u(0);
-        this.rt.dispatch(int8MatmulF32Kernel(!!bias), p1, binds, [Math.ceil(n4 / 16), Math.ceil(m / 32), 1]);
+        const rowsPer = this.int8Rows;
+        this.rt.dispatch(int8MatmulF32Kernel(!!bias, rowsPer), p1, binds, [Math.ceil(n4 / 16), Math.ceil(m / (8 * rowsPer)), 1]);
       } else {
         this.rt.dispatch(int8MatmulWordMajorKernel(this.#dot4, !!bias), p, binds, [
           Math.ceil(n4 / 8),

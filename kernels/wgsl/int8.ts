@@ -209,8 +209,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  * run is added to an i32 accumulator, keeping the result exact for any K. Each invocation computes 4 rows
  * × 8 columns.
  */
-export function int8MatmulF32Kernel(withBias: boolean): string {
-  const rows = [0, 1, 2, 3];
+export function int8MatmulF32Kernel(withBias: boolean, nRows = 4): string {
+  const rows = Array.from({ length: nRows }, (_, i) => i);
   return /* wgsl */ `
 struct P { m: u32, n: u32, wpr_a: u32, n4: u32, off_a: u32, off_b: u32, off_c: u32, off_sa: u32,
   off_sb: u32, n0: u32, ldc: u32, off_bias: u32 }
@@ -231,7 +231,7 @@ fn put(row: u32, col: u32, acc: i32) {
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c8 = gid.x * 2u;
-  let r0 = gid.y * 4u;
+  let r0 = gid.y * ${nRows}u;
   if (r0 >= p.m || c8 >= p.n4) { return; }
   let c8b = min(c8 + 1u, p.n4 - 1u);
 ${rows.map((i) => `  let ra${i} = p.off_a + min(r0 + ${i}u, p.m - 1u) * p.wpr_a;`).join("\n")}
