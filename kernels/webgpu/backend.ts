@@ -1251,7 +1251,11 @@ export class WebGPUBackend implements Backend {
         binds[0] = wa1.binding;
         const p1 = new Params().u(m).u(n).u(wpr).u(n4).u(wa1.off).u(0).u(0).u(0).u(0).u(0).u(n).u(0);
         const rowsPer = this.int8Rows;
-        this.rt.dispatch(int8MatmulF32Kernel(!!bias, rowsPer), p1, binds, [Math.ceil(n4 / 16), Math.ceil(m / (8 * rowsPer)), 1]);
+        this.rt.dispatch(int8MatmulF32Kernel(!!bias, rowsPer), p1, binds, [
+          Math.ceil(n4 / 16),
+          Math.ceil(m / (8 * rowsPer)),
+          1,
+        ]);
       } else {
         this.rt.dispatch(int8MatmulWordMajorKernel(this.#dot4, !!bias), p, binds, [
           Math.ceil(n4 / 8),
