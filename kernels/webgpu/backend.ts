@@ -29,6 +29,16 @@ import {
 import {
   broadcastShapes,
   broadcastStrides,
+  checkChannelMaxAbs,
+  checkDequantize,
+  checkGatherRows,
+  checkInt8Matmul,
+  checkRopeTables,
+  checkRotary,
+  checkScatterRows,
+  checkSlice,
+  checkSoftmaxMask,
+  checkTranspose,
   groupsPerRow,
   matmulGeometry,
   normAxis,
@@ -333,13 +343,7 @@ export class WebGPUBackend implements Backend {
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     this.#words32("transpose", x);
-    const r = x.rank;
-    check(
-      perm.length === r && [...perm].sort((a, b) => a - b).every((p, i) => p === i),
-      "transpose",
-      () => `perm [${perm}] is not a permutation of ${r} axes (shape ${fmtShape(x.shape)})`,
-    );
-    const outShape = perm.map((p) => x.shape[p]);
+    const outShape = checkTranspose(x, perm);
     const out = this.#new(outShape, x.dtype);
     const st = stridesOf(x.shape);
     this.#stridedCopy(this.#buf(x), 0, perm.map((p) => st[p]), this.#buf(out), 0, stridesOf(outShape), outShape);
@@ -349,11 +353,7 @@ export class WebGPUBackend implements Backend {
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     this.#words32("slice", x);
     const a = normAxis("slice", axis, x.rank);
-    check(
-      Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= x.shape[a],
-      "slice",
-      () => `range [${start}, ${end}) is outside axis ${a} of ${fmtShape(x.shape)}`,
-    );
+    checkSlice(x, axis, start, end);
     const shape = [...x.shape];
     shape[a] = end - start;
     const out = this.#new(shape, x.dtype);
@@ -441,11 +441,7 @@ export class WebGPUBackend implements Backend {
   gatherRows(table: Tensor, idx: Tensor): Tensor {
     this.#i32("gatherRows", idx);
     this.#words32("gatherRows", table);
-    check(
-      table.rank === 2 && idx.rank === 1,
-      "gatherRows",
-      () => `expects table [R,C] and idx [n], got ${fmtShape(table.shape)} and ${fmtShape(idx.shape)}`,
-    );
+    checkGatherRows(table, idx);
     const [rows, cols] = table.shape;
     const out = this.#new([idx.size, cols], table.dtype);
     if (idx.size && cols) this.#rowMove("gather", table, out, idx, rows, cols);
@@ -456,12 +452,7 @@ export class WebGPUBackend implements Backend {
     this.#i32("scatterRows", idx);
     this.#words32("scatterRows", base);
     this.#words32("scatterRows", rows);
-    check(
-      base.rank === 2 && rows.rank === 2 && idx.rank === 1 && rows.shape[0] === idx.size &&
-        rows.shape[1] === base.shape[1] && rows.dtype === base.dtype,
-      "scatterRows",
-      () => `base ${fmtShape(base.shape)}, rows ${fmtShape(rows.shape)}, idx ${fmtShape(idx.shape)} do not match`,
-    );
+    checkScatterRows(base, rows, idx);
     const out = this.#new(base.shape, base.dtype);
     this.#stridedCopy(this.#buf(base), 0, stridesOf(base.shape), this.#buf(out), 0, stridesOf(base.shape), [
       ...base.shape,
@@ -690,11 +681,7 @@ export class WebGPUBackend implements Backend {
     const [rows, cols] = x.shape;
     if (rowIds) {
       this.#i32("channelMaxAbs", rowIds);
-      check(
-        rowIds.rank === 1 && rowIds.size === rows,
-        "channelMaxAbs",
-        () => `rowIds ${fmtShape(rowIds.shape)} does not match ${rows} rows of ${fmtShape(x.shape)}`,
-      );
+      checkChannelMaxAbs(x, rowIds);
     }
     const out = this.full([cols], 0, "f32");
     if (rows === 0 || cols === 0) return out;
@@ -827,11 +814,7 @@ export class WebGPUBackend implements Backend {
     const rows = cols === 0 ? 0 : x.size / cols;
     if (mask.segments) {
       this.#i32("softmax", mask.segments);
-      check(
-        mask.segments.size === cols,
-        "softmax",
-        () => `segments ${fmtShape(mask.segments!.shape)} must have one entry per key (${cols})`,
-      );
+      checkSoftmaxMask(x, mask);
     }
     const out = this.#new(x.shape, "f32");
     const wsg = { binding: this.#param(mask.segments), off: 0 };
@@ -936,16 +919,9 @@ export class WebGPUBackend implements Backend {
   ropeTables(positions: Tensor, invFreq: Tensor, sections: readonly number[]): [Tensor, Tensor] {
     this.#i32("ropeTables", positions);
     this.#f32("ropeTables", invFreq);
-    check(positions.rank === 2, "ropeTables", () => `positions must be [P, T], got ${fmtShape(positions.shape)}`);
-    const [p, t] = positions.shape;
-    const nf = invFreq.size;
-    check(
-      sections.length >= 1 && sections.length <= p && sections.reduce((a, b) => a + b, 0) === nf,
-      "ropeTables",
-      () => `sections [${sections}] must sum to ${nf} frequencies and use at most ${p} position rows`,
-    );
+    const { t, nf } = checkRopeTables(positions, invFreq, sections);
     const lim = this.rt.bindableElems();
-    check(t * nf <= lim && p * t <= lim, "ropeTables", "tables too large to bind");
+    check(t * nf <= lim && positions.size <= lim, "ropeTables", "tables too large to bind");
     const axes: number[] = [];
     sections.forEach((len, ax) => {
       for (let i = 0; i < len; i++) axes.push(ax);
@@ -968,11 +944,7 @@ export class WebGPUBackend implements Backend {
     check(x.rank === 3, "rotary", () => `x must be [T, H, D], got ${fmtShape(x.shape)}`);
     const [t, h, d] = x.shape;
     const half = d / 2;
-    check(
-      d % 2 === 0 && cos.size === t * half && sin.size === t * half,
-      "rotary",
-      () => `x ${fmtShape(x.shape)} needs cos/sin [${t},${half}], got ${fmtShape(cos.shape)} / ${fmtShape(sin.shape)}`,
-    );
+    checkRotary(x, cos, sin);
     const out = this.#new(x.shape, "f32");
     const lim = this.rt.bindableElems();
     check(t * half <= lim, "rotary", "cos/sin tables too large to bind");
@@ -1123,11 +1095,7 @@ export class WebGPUBackend implements Backend {
     const cols = qz.q.shape[qz.q.rank - 1];
     const gpr = groupsPerRow("dequantize", cols, groupSize);
     const rows = cols === 0 ? 0 : qz.q.size / cols;
-    check(
-      qz.scale.size === rows * gpr && (!qz.zero || qz.zero.size === rows * gpr),
-      "dequantize",
-      () => `scale ${fmtShape(qz.scale.shape)} does not match ${rows} rows x ${gpr} groups`,
-    );
+    checkDequantize(qz.scale, qz.zero, rows, gpr);
     const out = this.#new(qz.q.shape, "f32");
     const lay = layout(qz.q.dtype, qz.q.shape);
     const n = rows * cols;
@@ -1149,24 +1117,10 @@ export class WebGPUBackend implements Backend {
   int8Matmul(a: Tensor, aScale: Tensor, b: Tensor, bScale: Tensor, bias?: Tensor): Tensor {
     const op = "int8Matmul";
     this.#own(op, a, aScale, b, bScale, bias);
-    check(
-      a.dtype === "i8" && (b.dtype === "i8" || b.dtype === "int4") && a.rank === 2 && b.rank === 2 &&
-        a.shape[1] === b.shape[1],
-      op,
-      () =>
-        `expects a i8 [M,K] and b i8/int4 [N,K], got ${a.dtype}${fmtShape(a.shape)} and ${b.dtype}${fmtShape(b.shape)}`,
-    );
+    checkInt8Matmul(a, aScale, b, bScale, bias);
     const m = a.shape[0];
     const n = b.shape[0];
-    check(
-      aScale.dtype === "f32" && bScale.dtype === "f32" && aScale.size === m && bScale.size === n &&
-        (!bias || (bias.dtype === "f32" && bias.size === n)),
-      op,
-      () =>
-        `scales/bias must be f32 with ${m} and ${n} entries, got aScale ${fmtShape(aScale.shape)}, bScale ${
-          fmtShape(bScale.shape)
-        }${bias ? `, bias ${fmtShape(bias.shape)}` : ""}`,
-    );
+
     const out = this.#new([m, n], "f32");
     if (m * n === 0) return out;
     const la = layout("i8", a.shape);

@@ -18,6 +18,18 @@ import { type DType, DTYPES, type HostArray, hostArray, isFloat, toHostArray } f
 import { check, fmtShape, TensorOpError } from "../errors.ts";
 import { broadcastShapes, broadcastStrides, groupsPerRow, matmulGeometry, normAxis, resolveReshape } from "../shape.ts";
 import { shapeSize, type Storage, stridesOf, Tensor } from "../tensor.ts";
+import {
+  checkChannelMaxAbs,
+  checkDequantize,
+  checkGatherRows,
+  checkInt8Matmul,
+  checkRopeTables,
+  checkRotary,
+  checkScatterRows,
+  checkSlice,
+  checkSoftmaxMask,
+  checkTranspose,
+} from "../validate.ts";
 import { type GroupParams, groupParams, roundHalfEven, symMax, validateQuantSpec } from "../quant_math.ts";
 import { binaryFn, unaryDerivative, unaryFn } from "./elementwise.ts";
 import { gemmABt, matmulInto } from "./matmul.ts";
@@ -209,13 +221,8 @@ export class CpuBackend implements Backend {
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     this.#own("transpose", x);
     const r = x.rank;
-    check(
-      perm.length === r && [...perm].sort((a, b) => a - b).every((p, i) => p === i),
-      "transpose",
-      () => `perm [${perm}] is not a permutation of ${r} axes (shape ${fmtShape(x.shape)})`,
-    );
+    const outShape = checkTranspose(x, perm);
     const src = this.data(x);
-    const outShape = perm.map((p) => x.shape[p]);
     const inStr = stridesOf(x.shape);
     const pStr = perm.map((p) => inStr[p]);
     const n = x.size;
@@ -239,11 +246,7 @@ export class CpuBackend implements Backend {
     this.#own("slice", x);
     const a = normAxis("slice", axis, x.rank);
     const d = x.shape[a];
-    check(
-      Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= d,
-      "slice",
-      () => `range [${start}, ${end}) is outside axis ${a} of ${fmtShape(x.shape)}`,
-    );
+    checkSlice(x, axis, start, end);
     const outer = shapeSize(x.shape.slice(0, a));
     const inner = shapeSize(x.shape.slice(a + 1));
     const src = this.data(x);
@@ -291,11 +294,7 @@ export class CpuBackend implements Backend {
   gatherRows(table: Tensor, idx: Tensor): Tensor {
     const ix = this.#i32("gatherRows", idx);
     this.#own("gatherRows", table);
-    check(
-      table.rank === 2 && idx.rank === 1,
-      "gatherRows",
-      () => `expects table [R,C] and idx [n], got ${fmtShape(table.shape)} and ${fmtShape(idx.shape)}`,
-    );
+    checkGatherRows(table, idx);
     const [rows, cols] = table.shape;
     const src = this.data(table) as Float64Array;
     const out = this.#alloc(table.dtype, ix.length * cols) as Float64Array;
@@ -310,12 +309,7 @@ export class CpuBackend implements Backend {
   scatterRows(base: Tensor, rows: Tensor, idx: Tensor): Tensor {
     const ix = this.#i32("scatterRows", idx);
     this.#own("scatterRows", base, rows);
-    check(
-      base.rank === 2 && rows.rank === 2 && idx.rank === 1 && rows.shape[0] === ix.length &&
-        rows.shape[1] === base.shape[1] && rows.dtype === base.dtype,
-      "scatterRows",
-      () => `base ${fmtShape(base.shape)}, rows ${fmtShape(rows.shape)}, idx ${fmtShape(idx.shape)} do not match`,
-    );
+    checkScatterRows(base, rows, idx);
     const [nr, cols] = base.shape;
     const out = (this.data(base) as Float64Array).slice();
     const src = this.data(rows) as Float64Array;
@@ -514,11 +508,7 @@ export class CpuBackend implements Backend {
     let ids: Int32Array | undefined;
     if (rowIds) {
       ids = this.#i32("channelMaxAbs", rowIds);
-      check(
-        rowIds.rank === 1 && ids.length === rows,
-        "channelMaxAbs",
-        () => `rowIds ${fmtShape(rowIds.shape)} does not match ${rows} rows of ${fmtShape(x.shape)}`,
-      );
+      checkChannelMaxAbs(x, rowIds);
     }
     const src = this.#fl(x);
     const out = this.#alloc(dt, cols) as FloatArray;
@@ -553,11 +543,7 @@ export class CpuBackend implements Backend {
     let seg: Int32Array | undefined;
     if (mask.segments) {
       seg = this.#i32("softmax", mask.segments);
-      check(
-        seg.length === cols,
-        "softmax",
-        () => `segments ${fmtShape(mask.segments!.shape)} must have one entry per key (${cols})`,
-      );
+      checkSoftmaxMask(x, mask);
     }
     const src = this.#fl(x);
     const out = this.#alloc(dt, src.length) as FloatArray;
@@ -695,14 +681,7 @@ export class CpuBackend implements Backend {
   ropeTables(positions: Tensor, invFreq: Tensor, sections: readonly number[]): [Tensor, Tensor] {
     const pos = this.#i32("ropeTables", positions);
     const dt = this.#float("ropeTables", invFreq);
-    check(positions.rank === 2, "ropeTables", () => `positions must be [P, T], got ${fmtShape(positions.shape)}`);
-    const [p, t] = positions.shape;
-    const nf = invFreq.size;
-    check(
-      sections.length >= 1 && sections.length <= p && sections.reduce((a, b) => a + b, 0) === nf,
-      "ropeTables",
-      () => `sections [${sections}] must sum to ${nf} frequencies and use at most ${p} position rows`,
-    );
+    const { t, nf } = checkRopeTables(positions, invFreq, sections);
     const inv = this.#fl(invFreq);
     const axisOf = new Int32Array(nf);
     let i0 = 0;
@@ -728,11 +707,7 @@ export class CpuBackend implements Backend {
     check(x.rank === 3, "rotary", () => `x must be [T, H, D], got ${fmtShape(x.shape)}`);
     const [t, h, d] = x.shape;
     const half = d / 2;
-    check(
-      d % 2 === 0 && cos.size === t * half && sin.size === t * half,
-      "rotary",
-      () => `x ${fmtShape(x.shape)} needs cos/sin [${t},${half}], got ${fmtShape(cos.shape)} / ${fmtShape(sin.shape)}`,
-    );
+    checkRotary(x, cos, sin);
     const X = this.#fl(x);
     const C = this.#fl(cos);
     const S = this.#fl(sin);
@@ -888,11 +863,7 @@ export class CpuBackend implements Backend {
     const cols = qz.q.shape[qz.q.rank - 1];
     const groups = groupsPerRow("dequantize", cols, groupSize);
     const rows = qz.q.size / cols;
-    check(
-      qz.scale.size === rows * groups && (!qz.zero || qz.zero.size === rows * groups),
-      "dequantize",
-      () => `scale ${fmtShape(qz.scale.shape)} does not match ${rows} rows x ${groups} groups`,
-    );
+    checkDequantize(qz.scale, qz.zero, rows, groups);
     const s = this.#fl(qz.scale);
     const z = qz.zero ? this.data(qz.zero) : undefined;
     const len = cols / groups;
@@ -913,24 +884,10 @@ export class CpuBackend implements Backend {
   int8Matmul(a: Tensor, aScale: Tensor, b: Tensor, bScale: Tensor, bias?: Tensor): Tensor {
     const op = "int8Matmul";
     this.#own(op, a, aScale, b, bScale, bias);
-    check(
-      a.dtype === "i8" && (b.dtype === "i8" || b.dtype === "int4") && a.rank === 2 && b.rank === 2 &&
-        a.shape[1] === b.shape[1],
-      op,
-      () =>
-        `expects a i8 [M,K] and b i8/int4 [N,K], got ${a.dtype}${fmtShape(a.shape)} and ${b.dtype}${fmtShape(b.shape)}`,
-    );
+    checkInt8Matmul(a, aScale, b, bScale, bias);
     const [m, k] = a.shape;
     const n = b.shape[0];
-    check(
-      aScale.dtype === "f32" && bScale.dtype === "f32" && aScale.size === m && bScale.size === n &&
-        (!bias || (bias.dtype === "f32" && bias.size === n)),
-      op,
-      () =>
-        `scales/bias must be f32 with ${m} and ${n} entries, got aScale ${fmtShape(aScale.shape)}, bScale ${
-          fmtShape(bScale.shape)
-        }${bias ? `, bias ${fmtShape(bias.shape)}` : ""}`,
-    );
+
     const A = this.data(a) as Int8Array;
     const B = this.data(b) as Int8Array;
     const sa = this.#fl(aScale);
