@@ -14,10 +14,12 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import {
+  accumulateEnergy,
   type Backend,
   CalibrationSetError,
   type DecoderLayerWeights,
   disposeWeights,
+  emptyEnergy,
   floatLinear,
   floatNll,
   LayerStats,
@@ -28,6 +30,7 @@ import {
   type MasquantConfig,
   MODALITIES,
   type Modality,
+  type ModalityEnergy,
   type MultimodalModel,
   openModel,
   type PreparedInput,
@@ -297,27 +300,7 @@ export function textChunks(ids: readonly number[], len: number, max: number): nu
 // ---------------------------------------------------------------------------------------------------------
 // The layer-by-layer comparison
 
-type Energy = Record<Modality, { sig: number; noise: number }>;
-
-function emptyEnergy(): Energy {
-  return { text: { sig: 0, noise: 0 }, vision: { sig: 0, noise: 0 }, audio: { sig: 0, noise: 0 } };
-}
-
-/** Adds each token's signal and error energy (float64) to its modality's sums. */
-function accumulate(e: Energy, o: Float32Array, q: Float32Array, modality: Uint8Array, h: number): void {
-  for (let t = 0; t < modality.length; t++) {
-    const m = e[MODALITIES[modality[t]]];
-    let s = 0;
-    let n = 0;
-    for (let c = t * h; c < (t + 1) * h; c++) {
-      const d = o[c] - q[c];
-      s += o[c] * o[c];
-      n += d * d;
-    }
-    m.sig += s;
-    m.noise += n;
-  }
-}
+type Energy = ModalityEnergy;
 
 /**
  * Log-sum-exp of row `off..off+n` of x (float64); when `expOut` is given it receives exp(x − max), whose sum
@@ -411,7 +394,7 @@ export async function compareDeployed(
         const y = qmodel.forwardLayer(qw, q[j], samples[j].ctx, quantHook(rt, "deploy", rows[j].rows));
         q[j].dispose();
         q[j] = y;
-        accumulate(
+        accumulateEnergy(
           energy[l],
           await fp[j].read() as Float32Array,
           await y.read() as Float32Array,
@@ -435,7 +418,7 @@ export async function compareDeployed(
       const qa = await qo.read() as Float32Array;
       fo.dispose();
       qo.dispose();
-      accumulate(energy[L], fa, qa, samples[j].modality, H);
+      accumulateEnergy(energy[L], fa, qa, samples[j].modality, H);
       for (let i = 0; i < fa.length; i++) {
         finNum += (fa[i] - qa[i]) ** 2;
         finDen += fa[i] ** 2;

@@ -23,10 +23,12 @@ export interface Variant {
   states: readonly LayerQuantState[];
 }
 
-/** Signal and noise energies per modality. */
-type Energy = Record<Modality, { sig: number; noise: number; count: number }>;
+/** Signal and error energies (and token counts) per modality. */
+export type ModalityEnergy = Record<Modality, { sig: number; noise: number; count: number }>;
+type Energy = ModalityEnergy;
 
-function emptyEnergy(): Energy {
+/** Zero energies for every modality. */
+export function emptyEnergy(): ModalityEnergy {
   return {
     text: { sig: 0, noise: 0, count: 0 },
     vision: { sig: 0, noise: 0, count: 0 },
@@ -69,7 +71,14 @@ interface Chains {
   q: Tensor[];
 }
 
-function accumulate(e: Energy, o: Float32Array, q: Float32Array, modality: Uint8Array, h: number): void {
+/** Adds each token's signal energy Σo² and error energy Σ(o − q)² to its modality's sums. */
+export function accumulateEnergy(
+  e: ModalityEnergy,
+  o: Float32Array,
+  q: Float32Array,
+  modality: Uint8Array,
+  h: number,
+): void {
   for (let t = 0; t < modality.length; t++) {
     const m = e[MODALITIES[modality[t]]];
     let s = 0;
@@ -137,7 +146,7 @@ export async function compareVariants(
               const y = model.forwardLayer(qw ?? w, c.q[v], samples[j].ctx, hook);
               c.q[v].dispose();
               c.q[v] = y;
-              accumulate(
+              accumulateEnergy(
                 energies[v][l],
                 await c.fp.read() as Float32Array,
                 await y.read() as Float32Array,
@@ -169,7 +178,7 @@ export async function compareVariants(
         const qo = await model.finalNorm(c.q[v]);
         const fa = await fo.read() as Float32Array;
         const qa = await qo.read() as Float32Array;
-        accumulate(energies[v][L], fa, qa, samples[j].modality, H);
+        accumulateEnergy(energies[v][L], fa, qa, samples[j].modality, H);
         for (let i = 0; i < fa.length; i++) {
           finNum += (fa[i] - qa[i]) ** 2;
           finDen += fa[i] ** 2;
