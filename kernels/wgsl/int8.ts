@@ -5,6 +5,17 @@
  * block with `dot4I8Packed` (or a shift-based fallback where the language feature is missing).
  */
 
+/** The dequantizing epilogue: c[row, col] = f32(acc) · sa[row] · sb[col] (+ bias[col]), bounds-checked. */
+function epilogue(withBias: boolean): string {
+  return /* wgsl */ `
+fn put(row: u32, col: u32, acc: i32) {
+  if (row >= p.m || col >= p.n) { return; }
+  var v = f32(acc) * sa[p.off_sa + row] * sb[p.off_sb + col];
+  ${withBias ? "v = v + bias[p.off_bias + col];" : ""}
+  c[p.off_c + row * p.ldc + p.n0 + col] = v;
+}`;
+}
+
 /** Builds the int8 × int8 (or int8 × int4) kernel. */
 export function int8MatmulKernel(bKind: "i8" | "int4", dot4: boolean, withBias: boolean, vec4: boolean): string {
   const dotFn = dot4 ? "fn d4(x: u32, y: u32) -> i32 { return dot4I8Packed(x, y); }" : /* wgsl */ `
@@ -97,12 +108,7 @@ fn expand4(v: vec4<u32>, half: u32) -> vec4<u32> {
   let e1 = expand(v[2u * half + 1u]);
   return vec4<u32>(e0.x, e0.y, e1.x, e1.y);
 }
-fn put(row: u32, col: u32, acc: i32) {
-  if (row >= p.m || col >= p.n) { return; }
-  var v = f32(acc) * sa[p.off_sa + row] * sb[p.off_sb + col];
-  ${withBias ? "v = v + bias[p.off_bias + col];" : ""}
-  c[p.off_c + row * p.ldc + p.n0 + col] = v;
-}
+${epilogue(withBias)}
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c0 = gid.x * 4u;
@@ -168,12 +174,7 @@ struct P { m: u32, n: u32, wpr_a: u32, n4: u32, off_a: u32, off_b: u32, off_c: u
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 ${withBias ? "@group(0) @binding(6) var<storage, read> bias: array<f32>;" : ""}
 ${dotFn}
-fn put(row: u32, col: u32, acc: i32) {
-  if (row >= p.m || col >= p.n) { return; }
-  var v = f32(acc) * sa[p.off_sa + row] * sb[p.off_sb + col];
-  ${withBias ? "v = v + bias[p.off_bias + col];" : ""}
-  c[p.off_c + row * p.ldc + p.n0 + col] = v;
-}
+${epilogue(withBias)}
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c4 = gid.x;
@@ -222,12 +223,7 @@ struct P { m: u32, n: u32, wpr_a: u32, n4: u32, off_a: u32, off_b: u32, off_c: u
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 ${withBias ? "@group(0) @binding(6) var<storage, read> bias: array<f32>;" : ""}
 fn byte_v(v: vec4<u32>, t: u32) -> vec4<f32> { return vec4<f32>(bitcast<vec4<i32>>(v << vec4<u32>(24u - 8u * t)) >> vec4<u32>(24u)); }
-fn put(row: u32, col: u32, acc: i32) {
-  if (row >= p.m || col >= p.n) { return; }
-  var v = f32(acc) * sa[p.off_sa + row] * sb[p.off_sb + col];
-  ${withBias ? "v = v + bias[p.off_bias + col];" : ""}
-  c[p.off_c + row * p.ldc + p.n0 + col] = v;
-}
+${epilogue(withBias)}
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c8 = gid.x * 2u;
