@@ -255,6 +255,24 @@ Deno.test("a real-size LLaVA fixture expands <image> to 576 placeholders and mar
   }
 });
 
+Deno.test("a plain-string text turn is accepted (the llava template expects content parts)", async () => {
+  const model = await openWith(`${fx.dir}/hub`, backends[0]);
+  try {
+    const inp = await model.prepare({
+      kind: "chat",
+      messages: [{ role: "user", content: "Tell me a story." }],
+      media: [],
+      addGenerationPrompt: true,
+      source: "plain text turn",
+    });
+    const text = model.tokenizer!.decode(Array.from(inp.tokenIds));
+    assert(text.includes("USER: Tell me a story. ASSISTANT:"), text);
+    inp.dispose();
+  } finally {
+    model.close();
+  }
+});
+
 Deno.test("a prompt whose image placeholders do not match the images is refused", async () => {
   const model = await openWith(`${fx.dir}/hub`, backends[0]);
   try {

@@ -240,7 +240,11 @@ export class LlavaModel extends DecoderLM {
   /** Renders and tokenizes a chat sample, expanding each `<image>` to one placeholder per feature. */
   promptIds(sample: Extract<Sample, { kind: "chat" }>): number[] {
     if (!this.tokenizer) throw new Error(`${this.dir}: no tokenizer files; LLaVA samples need tokenizer.json`);
-    const text = this.tokenizer.applyChatTemplate(sample.messages, {
+    // The llava-1.5 template iterates over content parts: plain-string turns become one text part.
+    const messages = sample.messages.map((m) =>
+      typeof m.content === "string" ? { ...m, content: [{ type: "text" as const, text: m.content }] } : m
+    );
+    const text = this.tokenizer.applyChatTemplate(messages, {
       addGenerationPrompt: sample.addGenerationPrompt ?? true,
     });
     const imageToken = this.tokenizer.idToToken(this.llava.imageTokenIndex) ?? "<image>";
