@@ -549,7 +549,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .panels { display: flex; flex-wrap: wrap; gap: 14px; }
 summary { font-size: 14px; font-weight: 600; margin: 14px 0 6px; cursor: pointer; }
 figure { margin: 0; background: #fff; border: 1px solid #d5d9de; border-radius: 4px; }
-svg.chart { display: block; font-family: inherit; }
+svg.chart { display: block; font-family: inherit; max-width: 100%; height: auto; }
 svg .title { font-size: 14px; font-weight: 600; fill: #1d232a; }
 svg .subtitle { font-size: 12px; fill: #56606b; }
 svg .grid line { stroke: #e6e9ed; stroke-width: 1; }
