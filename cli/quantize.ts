@@ -19,6 +19,7 @@ import {
   MODALITIES,
   type Modality,
   type MultimodalModel,
+  NonFiniteError,
   openModel,
   PARTIAL_DIR,
   type PreparedInput,
@@ -482,6 +483,7 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
   }
   const opts = runOptionsOf(r);
   const prepared: PreparedInput[] = [];
+  let owned = false; // whether this run created `out` (so may remove it again)
   try {
     const samples = await loadCalibrationSet(args.calib, {
       maxSamples: r.numSamples,
@@ -511,6 +513,7 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
     if (!args.resume) {
       if (args.overwrite && await exists(out)) await Deno.remove(out, { recursive: true });
       await Deno.mkdir(partial, { recursive: true });
+      owned = true;
     }
     if (!saved) {
       await writeTextAtomic(
@@ -593,6 +596,14 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
       `wrote ${out} in ${seconds.toFixed(1)} s; reload check: max relative difference ${reloadError.toExponential(2)}`,
     );
     return { out, states, reloadError, seconds, peakRssBytes: peaks.rss };
+  } catch (e) {
+    // NaN or infinity in the weights or activations is a property of the inputs: a rerun stops at the
+    // same place, so the finished layers are of no use. Remove what this run started.
+    if (e instanceof NonFiniteError) {
+      if (owned) await Deno.remove(out, { recursive: true }).catch(() => {});
+      throw new NonFiniteError(`${args.model}: ${e.message}${owned ? `; nothing was left in ${out}` : ""}`);
+    }
+    throw e;
   } finally {
     for (const p of prepared) p.dispose();
     model.close();

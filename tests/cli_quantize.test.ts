@@ -1,7 +1,8 @@
 /**
  * `quantize` on bad input: every mistake stops the command with a non-zero exit code and exactly one line on
  * stderr that names the file, key or flag at fault and says what to do, before any work is done and without
- * leaving anything behind (no output directory, no partial files). Also: `--help` lists every option, and
+ * leaving anything behind (no output directory, no partial files); NaN weights, found only when their layer is
+ * reached, stop the run and remove its output. Also: `--help` lists every option, and
  * `--overwrite` replaces an existing output. Each case runs `deno run cli/main.ts quantize` as a subprocess.
  */
 import { assert, assertEquals } from "@std/assert";
@@ -259,6 +260,49 @@ Deno.test("quantize --overwrite replaces an existing output", async () => {
   assertEquals(config.quantization_config.quant_method, "compressed-tensors");
   const run = JSON.parse(await Deno.readTextFile(`${out}/run.json`));
   assertEquals(run.timings.layers.length, 2);
+});
+
+/** The header of a safetensors file and where its data starts. */
+function safetensorsHeader(
+  bytes: Uint8Array,
+): { header: Record<string, { dtype: string; data_offsets: [number, number] }>; dataStart: number } {
+  const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
+  return { header, dataStart: 8 + headerLength };
+}
+
+/** Overwrites the first element of a tensor in a safetensors file with NaN, in place; returns its name. */
+async function poison(file: string, tensor: RegExp): Promise<string> {
+  const bytes = await Deno.readFile(file);
+  const { header, dataStart } = safetensorsHeader(bytes);
+  const name = Object.keys(header).find((k) => tensor.test(k));
+  assert(name, `no tensor matching ${tensor} in ${file}`);
+  const { dtype, data_offsets: [at] } = header[name];
+  const view = new DataView(bytes.buffer, dataStart + at);
+  if (dtype === "F32") view.setUint32(0, 0x7fc00000, true);
+  else if (dtype === "BF16") view.setUint16(0, 0x7fc0, true);
+  else if (dtype === "F16") view.setUint16(0, 0x7e00, true);
+  else throw new Error(`unexpected dtype ${dtype}`);
+  await Deno.writeFile(file, bytes);
+  return name;
+}
+
+Deno.test("quantize stops on a NaN weight, names the tensor and the model, and removes its output", async () => {
+  const model = `${ROOT}/nan-model`;
+  await writeCliModel(model, { hidden: 64, intermediate: 172, layers: 2 });
+  const file = (await listFiles(model)).find((f) => f.endsWith(".safetensors"));
+  assert(file);
+  const name = await poison(`${model}/${file}`, /layers\.1\.mlp\.down_proj\.weight$/);
+  const before = await listFiles(ROOT);
+  const out = `${ROOT}/nan-out`;
+  const r = await runQuantizeCli(["--model", model, "--calib", CALIB, "--out", out, ...FAST]);
+  assertEquals(r.code, 1, r.stderr);
+  assert(!/\n\s+at /.test(r.stderr), `a stack trace was printed:\n${r.stderr}`);
+  const errors = r.stderr.split("\n").filter((l) => l.startsWith("error: "));
+  assertEquals(errors.length, 1, r.stderr);
+  for (const m of [model, name, "NaN"]) assert(errors[0].includes(m), `the error should mention ${m}: ${errors[0]}`);
+  assert(!(await pathExists(out)), "the output directory was left behind");
+  assertEquals(await listFiles(ROOT), before, "the failed run left files behind");
 });
 
 Deno.test("cleanup", async () => {

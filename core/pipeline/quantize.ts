@@ -172,7 +172,10 @@ async function checkWeights(be: Backend, w: DecoderLayerWeights, layer: number, 
     flat.dispose();
     m.dispose();
     if (!Number.isFinite(v)) {
-      throw new NonFiniteError(`layer ${layer}: weight ${names()[n] ?? n} contains NaN or infinite values`);
+      throw new NonFiniteError(
+        `layer ${layer}: weight ${names()[n] ?? n} contains NaN or infinite values; ` +
+          `the checkpoint is damaged: download or convert it again`,
+      );
     }
   }
 }
