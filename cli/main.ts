@@ -1,8 +1,11 @@
 /** Entry points of the command-line tools: error handling and exit codes. */
 import { parseQuantizeArgs, QUANTIZE_HELP, quantizeCommand, UsageError } from "./quantize.ts";
 
-/** Error classes whose message is a complete sentence for the user (no stack trace). */
-const USER_ERRORS = new Set([
+/**
+ * Error classes whose message is a complete sentence for the user (printed as one line, no stack trace).
+ * Any other error is a bug and keeps its stack trace.
+ */
+export const USER_ERRORS: ReadonlySet<string> = new Set([
   "UsageError",
   "RecipeError",
   "CalibrationSetError",
@@ -21,6 +24,14 @@ const USER_ERRORS = new Set([
   "AudioClipError",
   "TokenizerFileError",
   "ChatTemplateError",
+  "ImageProcessorConfigError",
+  "QwenVisionProcessorError",
+  "QwenMediaError",
+  "VisionTowerError",
+  "AudioTowerError",
+  "PositionLayoutError",
+  "ResampleError",
+  "AtomicWriteError",
 ]);
 
 /** Runs a command; returns the exit code (0 ok, 1 failure, 2 usage). */

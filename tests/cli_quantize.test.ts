@@ -6,11 +6,13 @@
  * `--overwrite` replaces an existing output. Each case runs `deno run cli/main.ts quantize` as a subprocess.
  */
 import { assert, assertEquals } from "@std/assert";
+import { USER_ERRORS } from "../cli/main.ts";
 import { parseQuantizeArgs } from "../cli/quantize.ts";
 import {
   type CliOutcome,
   listFiles,
   pathExists,
+  REPO_ROOT,
   runQuantizeCli,
   writeCliCalibration,
   writeCliModel,
@@ -303,6 +305,30 @@ Deno.test("quantize stops on a NaN weight, names the tensor and the model, and r
   for (const m of [model, name, "NaN"]) assert(errors[0].includes(m), `the error should mention ${m}: ${errors[0]}`);
   assert(!(await pathExists(out)), "the output directory was left behind");
   assertEquals(await listFiles(ROOT), before, "the failed run left files behind");
+});
+
+/** Errors that only a bug can raise: the command line keeps their stack trace. */
+const INTERNAL_ERRORS = new Set([
+  "TensorOpError",
+  "LinalgError",
+  "NotPositiveDefiniteError",
+  "WasmAsmError",
+  "FftSizeError",
+]);
+
+Deno.test("every error class of the tool is either reported as one line or deliberately kept as a bug", async () => {
+  const names = new Set<string>();
+  for (const dir of ["core", "kernels", "plugins", "cli"]) {
+    for (const f of await listFiles(`${REPO_ROOT}${dir}`)) {
+      if (!f.endsWith(".ts")) continue;
+      const text = await Deno.readTextFile(`${REPO_ROOT}${dir}/${f}`);
+      for (const m of text.matchAll(/this\.name = "(\w+)"/g)) names.add(m[1]);
+    }
+  }
+  assert(names.size > 20, `found only ${[...names].join(", ")}`);
+  const unclassified = [...names].filter((n) => !USER_ERRORS.has(n) && !INTERNAL_ERRORS.has(n));
+  assertEquals(unclassified, [], "error classes the command line would report with a stack trace");
+  for (const n of INTERNAL_ERRORS) assert(!USER_ERRORS.has(n), n);
 });
 
 Deno.test("cleanup", async () => {

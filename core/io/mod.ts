@@ -11,3 +11,4 @@ export * from "./resample.ts";
 export * from "./wav.ts";
 export * from "./audio_resample.ts";
 export * from "./mel.ts";
+export * from "./processor_fields.ts";

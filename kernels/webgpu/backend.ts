@@ -30,6 +30,7 @@ import {
   broadcastShapes,
   broadcastStrides,
   checkChannelMaxAbs,
+  checkConcat,
   checkDequantize,
   checkGatherRows,
   checkInt8Matmul,
@@ -363,19 +364,8 @@ export class WebGPUBackend implements Backend {
   }
 
   concat(xs: readonly Tensor[], axis: number): Tensor {
-    check(xs.length > 0, "concat", "needs at least one tensor");
+    const { axis: a, shape } = checkConcat(xs, axis);
     for (const t of xs) this.#words32("concat", t);
-    const r = xs[0].rank;
-    const a = normAxis("concat", axis, r);
-    for (const t of xs) {
-      check(
-        t.rank === r && t.dtype === xs[0].dtype && t.shape.every((d, i) => i === a || d === xs[0].shape[i]),
-        "concat",
-        () => `shapes ${xs.map((u) => `${u.dtype}${fmtShape(u.shape)}`).join(", ")} do not match off axis ${a}`,
-      );
-    }
-    const shape = [...xs[0].shape];
-    shape[a] = xs.reduce((s, t) => s + t.shape[a], 0);
     const out = this.#new(shape, xs[0].dtype);
     const ds = stridesOf(shape);
     let off = 0;

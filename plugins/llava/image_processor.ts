@@ -10,7 +10,7 @@
  * the Hugging Face processor does not, and neither does this module unless `padToSquare` is set.
  */
 import { normalizedChw, type RgbImage } from "@masquant/core";
-import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "@masquant/core";
+import { ProcessorFieldReader, type ResampleFilter, resizeRgb } from "@masquant/core";
 
 /** OpenAI CLIP per-channel mean (R, G, B). */
 export const CLIP_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];
@@ -65,51 +65,25 @@ export class ImageProcessorConfigError extends Error {
   }
 }
 
-function fail(source: string, field: string, want: string, got: unknown): never {
-  throw new ImageProcessorConfigError(`${source}: field "${field}" must be ${want}, got ${JSON.stringify(got)}.`);
-}
-
-function readBool(o: Record<string, unknown>, f: string, dflt: boolean, src: string): boolean {
-  const v = o[f];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== "boolean") fail(src, f, "true or false", v);
-  return v;
-}
-
-function readPositiveInt(v: unknown, f: string, src: string): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) fail(src, f, "a positive integer", v);
-  return v;
-}
-
-function readChannelTriple(o: Record<string, unknown>, f: string, dflt: readonly number[], src: string): number[] {
-  const v = o[f];
-  if (v === undefined || v === null) return [...dflt];
-  if (typeof v === "number" && Number.isFinite(v)) return [v, v, v];
-  if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
-    fail(src, f, "a number or a list of 3 numbers", v);
-  }
-  return v as number[];
-}
-
 /** Reads a size that may be an integer, `{shortest_edge}` or `{height, width}` (transformers' get_size_dict). */
-function readSize(v: unknown, f: string, squareInt: boolean, src: string): ClipResizeTarget {
+function readSize(r: ProcessorFieldReader, v: unknown, f: string, squareInt: boolean): ClipResizeTarget {
   if (typeof v === "number") {
-    const n = readPositiveInt(v, f, src);
+    const n = r.positiveInt(v, f);
     return squareInt ? { height: n, width: n } : { shortestEdge: n };
   }
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const d = v as Record<string, unknown>;
     if (d.shortest_edge !== undefined) {
-      return { shortestEdge: readPositiveInt(d.shortest_edge, `${f}.shortest_edge`, src) };
+      return { shortestEdge: r.positiveInt(d.shortest_edge, `${f}.shortest_edge`) };
     }
     if (d.height !== undefined && d.width !== undefined) {
       return {
-        height: readPositiveInt(d.height, `${f}.height`, src),
-        width: readPositiveInt(d.width, `${f}.width`, src),
+        height: r.positiveInt(d.height, `${f}.height`),
+        width: r.positiveInt(d.width, `${f}.width`),
       };
     }
   }
-  fail(src, f, 'an integer, {"shortest_edge": n} or {"height": h, "width": w}', v);
+  r.fail(f, 'an integer, {"shortest_edge": n} or {"height": h, "width": w}', v);
 }
 
 /**
@@ -126,43 +100,30 @@ export function parseClipImageProcessorConfig(
   }
   const o = json as Record<string, unknown>;
   const d = LLAVA_CLIP_DEFAULTS;
-  const size = o.size === undefined || o.size === null ? d.size : readSize(o.size, "size", false, source);
+  const r: ProcessorFieldReader = new ProcessorFieldReader(source, (m) => new ImageProcessorConfigError(m));
+  const size = o.size === undefined || o.size === null ? d.size : readSize(r, o.size, "size", false);
   let cropHeight = d.cropHeight, cropWidth = d.cropWidth;
   if (o.crop_size !== undefined && o.crop_size !== null) {
-    const c = readSize(o.crop_size, "crop_size", true, source);
-    if (!("height" in c)) fail(source, "crop_size", 'an integer or {"height": h, "width": w}', o.crop_size);
+    const c = readSize(r, o.crop_size, "crop_size", true);
+    if (!("height" in c)) r.fail("crop_size", 'an integer or {"height": h, "width": w}', o.crop_size);
     cropHeight = c.height;
     cropWidth = c.width;
   }
-  let resample = d.resample;
-  if (o.resample !== undefined && o.resample !== null) {
-    if (typeof o.resample !== "number" || !Number.isInteger(o.resample)) {
-      fail(source, "resample", "an integer", o.resample);
-    }
-    resample = resampleFilterFromPilCode(o.resample, `${source}: field "resample"`);
-  }
-  let rescaleFactor = d.rescaleFactor;
-  if (o.rescale_factor !== undefined && o.rescale_factor !== null) {
-    if (typeof o.rescale_factor !== "number" || !Number.isFinite(o.rescale_factor)) {
-      fail(source, "rescale_factor", "a finite number", o.rescale_factor);
-    }
-    rescaleFactor = o.rescale_factor;
-  }
-  const imageStd = readChannelTriple(o, "image_std", d.imageStd, source);
-  if (imageStd.some((s) => s === 0)) fail(source, "image_std", "nonzero", o.image_std);
-  const padFlag = o.pad_to_square === undefined ? false : readBool(o, "pad_to_square", false, source);
+  const imageStd = r.channelTriple(o, "image_std", d.imageStd);
+  if (imageStd.some((s) => s === 0)) r.fail("image_std", "nonzero", o.image_std);
+  const padFlag = o.pad_to_square === undefined ? false : r.bool(o, "pad_to_square", false);
   return {
-    doConvertRgb: readBool(o, "do_convert_rgb", d.doConvertRgb, source),
-    doResize: readBool(o, "do_resize", d.doResize, source),
+    doConvertRgb: r.bool(o, "do_convert_rgb", d.doConvertRgb),
+    doResize: r.bool(o, "do_resize", d.doResize),
     size,
-    resample,
-    doCenterCrop: readBool(o, "do_center_crop", d.doCenterCrop, source),
+    resample: r.resample(o, "resample", d.resample),
+    doCenterCrop: r.bool(o, "do_center_crop", d.doCenterCrop),
     cropHeight,
     cropWidth,
-    doRescale: readBool(o, "do_rescale", d.doRescale, source),
-    rescaleFactor,
-    doNormalize: readBool(o, "do_normalize", d.doNormalize, source),
-    imageMean: readChannelTriple(o, "image_mean", d.imageMean, source),
+    doRescale: r.bool(o, "do_rescale", d.doRescale),
+    rescaleFactor: r.finite(o, "rescale_factor", d.rescaleFactor),
+    doNormalize: r.bool(o, "do_normalize", d.doNormalize),
+    imageMean: r.channelTriple(o, "image_mean", d.imageMean),
     imageStd,
     padToSquare: padFlag || o.image_aspect_ratio === "pad",
   };

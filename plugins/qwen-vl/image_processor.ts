@@ -10,7 +10,7 @@
  * by m x m merge blocks, which is the order the vision tower expects.
  */
 import { normalizedChw, type RgbImage } from "@masquant/core";
-import { type ResampleFilter, resampleFilterFromPilCode, resizeRgb } from "@masquant/core";
+import { ProcessorFieldReader, type ResampleFilter, resizeRgb } from "@masquant/core";
 
 /** OpenAI CLIP per-channel mean (R, G, B), the Qwen-VL default. */
 export const QWEN_IMAGE_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];
@@ -61,33 +61,6 @@ export class QwenVisionProcessorError extends Error {
   }
 }
 
-function fail(source: string, field: string, want: string, got: unknown): never {
-  throw new QwenVisionProcessorError(`${source}: field "${field}" must be ${want}, got ${JSON.stringify(got)}.`);
-}
-
-function readBool(o: Record<string, unknown>, f: string, dflt: boolean, src: string): boolean {
-  const v = o[f];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== "boolean") fail(src, f, "true or false", v);
-  return v;
-}
-
-function readPositiveInt(v: unknown, f: string, dflt: number, src: string): number {
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) fail(src, f, "a positive integer", v);
-  return v;
-}
-
-function readChannelTriple(o: Record<string, unknown>, f: string, dflt: readonly number[], src: string): number[] {
-  const v = o[f];
-  if (v === undefined || v === null) return [...dflt];
-  if (typeof v === "number" && Number.isFinite(v)) return [v, v, v];
-  if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
-    fail(src, f, "a number or a list of 3 numbers", v);
-  }
-  return v as number[];
-}
-
 /**
  * Builds the processor settings from a parsed `preprocessor_config.json` object; absent fields take the Qwen2.5-VL
  * defaults. The pixel bounds come from `min_pixels` / `max_pixels` when present, otherwise from the newer
@@ -102,48 +75,35 @@ export function parseQwenVisionProcessorConfig(
   }
   const o = json as Record<string, unknown>;
   const d = QWEN_VL_DEFAULTS;
+  const r: ProcessorFieldReader = new ProcessorFieldReader(source, (m) => new QwenVisionProcessorError(m));
   let minPixels = d.minPixels, maxPixels = d.maxPixels;
   if (o.size !== undefined && o.size !== null) {
     if (typeof o.size !== "object" || Array.isArray(o.size)) {
-      fail(source, "size", '{"shortest_edge": min_pixels, "longest_edge": max_pixels}', o.size);
+      r.fail("size", '{"shortest_edge": min_pixels, "longest_edge": max_pixels}', o.size);
     }
     const s = o.size as Record<string, unknown>;
-    minPixels = readPositiveInt(s.shortest_edge, "size.shortest_edge", minPixels, source);
-    maxPixels = readPositiveInt(s.longest_edge, "size.longest_edge", maxPixels, source);
+    minPixels = r.positiveInt(s.shortest_edge, "size.shortest_edge", minPixels);
+    maxPixels = r.positiveInt(s.longest_edge, "size.longest_edge", maxPixels);
   }
-  minPixels = readPositiveInt(o.min_pixels, "min_pixels", minPixels, source);
-  maxPixels = readPositiveInt(o.max_pixels, "max_pixels", maxPixels, source);
-  if (maxPixels < minPixels) fail(source, "max_pixels", `at least min_pixels (${minPixels})`, maxPixels);
-  let resample = d.resample;
-  if (o.resample !== undefined && o.resample !== null) {
-    if (typeof o.resample !== "number" || !Number.isInteger(o.resample)) {
-      fail(source, "resample", "an integer", o.resample);
-    }
-    resample = resampleFilterFromPilCode(o.resample, `${source}: field "resample"`);
-  }
-  let rescaleFactor = d.rescaleFactor;
-  if (o.rescale_factor !== undefined && o.rescale_factor !== null) {
-    if (typeof o.rescale_factor !== "number" || !Number.isFinite(o.rescale_factor)) {
-      fail(source, "rescale_factor", "a finite number", o.rescale_factor);
-    }
-    rescaleFactor = o.rescale_factor;
-  }
-  const imageStd = readChannelTriple(o, "image_std", d.imageStd, source);
-  if (imageStd.some((s) => s === 0)) fail(source, "image_std", "nonzero", o.image_std);
+  minPixels = r.positiveInt(o.min_pixels, "min_pixels", minPixels);
+  maxPixels = r.positiveInt(o.max_pixels, "max_pixels", maxPixels);
+  if (maxPixels < minPixels) r.fail("max_pixels", `at least min_pixels (${minPixels})`, maxPixels);
+  const imageStd = r.channelTriple(o, "image_std", d.imageStd);
+  if (imageStd.some((s) => s === 0)) r.fail("image_std", "nonzero", o.image_std);
   return {
-    doConvertRgb: readBool(o, "do_convert_rgb", d.doConvertRgb, source),
-    doResize: readBool(o, "do_resize", d.doResize, source),
-    resample,
-    doRescale: readBool(o, "do_rescale", d.doRescale, source),
-    rescaleFactor,
-    doNormalize: readBool(o, "do_normalize", d.doNormalize, source),
-    imageMean: readChannelTriple(o, "image_mean", d.imageMean, source),
+    doConvertRgb: r.bool(o, "do_convert_rgb", d.doConvertRgb),
+    doResize: r.bool(o, "do_resize", d.doResize),
+    resample: r.resample(o, "resample", d.resample),
+    doRescale: r.bool(o, "do_rescale", d.doRescale),
+    rescaleFactor: r.finite(o, "rescale_factor", d.rescaleFactor),
+    doNormalize: r.bool(o, "do_normalize", d.doNormalize),
+    imageMean: r.channelTriple(o, "image_mean", d.imageMean),
     imageStd,
     minPixels,
     maxPixels,
-    patchSize: readPositiveInt(o.patch_size, "patch_size", d.patchSize, source),
-    temporalPatchSize: readPositiveInt(o.temporal_patch_size, "temporal_patch_size", d.temporalPatchSize, source),
-    mergeSize: readPositiveInt(o.merge_size, "merge_size", d.mergeSize, source),
+    patchSize: r.positiveInt(o.patch_size, "patch_size", d.patchSize),
+    temporalPatchSize: r.positiveInt(o.temporal_patch_size, "temporal_patch_size", d.temporalPatchSize),
+    mergeSize: r.positiveInt(o.merge_size, "merge_size", d.mergeSize),
   };
 }
 

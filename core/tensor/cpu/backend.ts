@@ -20,6 +20,7 @@ import { broadcastShapes, broadcastStrides, groupsPerRow, matmulGeometry, normAx
 import { shapeSize, type Storage, stridesOf, Tensor } from "../tensor.ts";
 import {
   checkChannelMaxAbs,
+  checkConcat,
   checkDequantize,
   checkGatherRows,
   checkInt8Matmul,
@@ -262,20 +263,11 @@ export class CpuBackend implements Backend {
   }
 
   concat(xs: readonly Tensor[], axis: number): Tensor {
-    check(xs.length > 0, "concat", "needs at least one tensor");
+    const { axis: a, shape } = checkConcat(xs, axis);
     this.#own("concat", ...xs);
-    const r = xs[0].rank;
-    const a = normAxis("concat", axis, r);
-    for (const t of xs) {
-      check(
-        t.rank === r && t.dtype === xs[0].dtype && t.shape.every((d, i) => i === a || d === xs[0].shape[i]),
-        "concat",
-        () => `shapes ${xs.map((u) => `${u.dtype}${fmtShape(u.shape)}`).join(", ")} do not match off axis ${a}`,
-      );
-    }
     const outer = shapeSize(xs[0].shape.slice(0, a));
     const inner = shapeSize(xs[0].shape.slice(a + 1));
-    const total = xs.reduce((s, t) => s + t.shape[a], 0);
+    const total = shape[a];
     const out = this.#alloc(xs[0].dtype, outer * total * inner);
     let off = 0;
     for (const t of xs) {
@@ -286,8 +278,6 @@ export class CpuBackend implements Backend {
       }
       off += len;
     }
-    const shape = [...xs[0].shape];
-    shape[a] = total;
     return this.wrap(out, shape, xs[0].dtype);
   }
 
