@@ -14,9 +14,7 @@
 import {
   type Backend,
   Checkpoint,
-  DecoderLM,
   type DecoderLMInit,
-  type LayerContext,
   MODALITY_ID,
   type ModelAdapter,
   ModelFormatError,
@@ -37,21 +35,15 @@ import {
 } from "@masquant/core";
 import {
   chatPromptIds,
-  checkQwenDecoder,
-  disposeQwenVisionTower,
   expandPlaceholders,
   findPlaceholders,
-  loadQwenVisionTower,
   matchPlaceholders,
   mergedTokenCount,
-  mropeContext,
   QwenMediaError,
   qwenPrepared,
   type QwenPreparedInput,
-  qwenVisionForward,
-  type QwenVisionPatches,
+  QwenVisionLM,
   type QwenVisionProcessorConfig,
-  type QwenVisionWeights,
   readVisionProcessors,
   repeatId,
   scatterFeatures,
@@ -126,32 +118,26 @@ type PreparedMedium =
   | { kind: "audio"; mel: ReturnType<typeof whisperLogMel>; tokens: number; source: string };
 
 /** A Qwen2.5-Omni thinker. */
-export class Qwen2_5OmniModel extends DecoderLM {
+export class Qwen2_5OmniModel extends QwenVisionLM {
   /** The parsed thinker config. */
   readonly omni: Qwen2_5OmniThinkerConfig;
-  /** Image processor settings (preprocessor_config.json). */
-  readonly imageProcessor: Readonly<QwenVisionProcessorConfig>;
-  /** Video settings: the image settings with the Omni processor's video pixel bounds. */
-  readonly videoProcessor: Readonly<QwenVisionProcessorConfig>;
   /** "thinker." or "" (thinker-only checkpoints). */
   readonly prefix: string;
-  readonly #sections: number[];
-  #vision: QwenVisionWeights | undefined;
   #audio: OmniAudioWeights | undefined;
 
-  /** Creates the model (use {@link qwen2_5OmniAdapter}.open). */
+  /**
+   * Creates the model (use {@link qwen2_5OmniAdapter}.open). The video settings are the image settings with
+   * the Omni processor's video pixel bounds.
+   */
   constructor(
     init: DecoderLMInit,
     omni: Qwen2_5OmniThinkerConfig,
     processors: { image: QwenVisionProcessorConfig; video: QwenVisionProcessorConfig },
     prefix: string,
   ) {
-    super(init);
+    super(init, omni.vision, processors, `${prefix}visual`);
     this.omni = omni;
-    this.imageProcessor = processors.image;
-    this.videoProcessor = processors.video;
     this.prefix = prefix;
-    this.#sections = checkQwenDecoder(init.text, `${init.dir}/config.json`);
   }
 
   /** The token ids and settings of the TMRoPE rules. */
@@ -171,28 +157,6 @@ export class Qwen2_5OmniModel extends DecoderLM {
     };
   }
 
-  /** TMRoPE context of a text-only sequence (t = h = w = 0..T−1). */
-  override textContext(t: number): LayerContext {
-    return this.positionContext(textPositions(t));
-  }
-
-  /** Decoder context of position ids [3, T]. */
-  positionContext(positions: Int32Array): LayerContext {
-    return mropeContext(this.backend, this.shape.headDim, this.text.ropeTheta, this.#sections, positions);
-  }
-
-  /** Loads (once) the vision tower. */
-  async visionTowerWeights(): Promise<QwenVisionWeights> {
-    this.#vision ??= await loadQwenVisionTower(
-      this.backend,
-      (n, s) => this.readTensor(n, s),
-      (n) => this.checkpoint.has(n),
-      `${this.prefix}visual`,
-      this.omni.vision,
-    );
-    return this.#vision;
-  }
-
   /** Loads (once) the audio tower. */
   async audioTowerWeights(): Promise<OmniAudioWeights> {
     this.#audio ??= await loadOmniAudioTower(
@@ -202,11 +166,6 @@ export class Qwen2_5OmniModel extends DecoderLM {
       this.omni.audio,
     );
     return this.#audio;
-  }
-
-  /** Runs the vision tower on preprocessed patches: merged features [tokens, hidden]. */
-  async visionTower(patches: QwenVisionPatches): Promise<Tensor> {
-    return qwenVisionForward(this.backend, this.omni.vision, await this.visionTowerWeights(), patches);
   }
 
   /** Log-mel features of a 16 kHz clip (the clip is checked; errors name `source`). */
@@ -332,9 +291,7 @@ export class Qwen2_5OmniModel extends DecoderLM {
   }
 
   override close(): void {
-    if (this.#vision) disposeQwenVisionTower(this.#vision);
     if (this.#audio) disposeOmniAudioTower(this.#audio);
-    this.#vision = undefined;
     this.#audio = undefined;
     super.close();
   }

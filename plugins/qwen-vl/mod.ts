@@ -23,6 +23,7 @@ import {
   type PreparedInput,
   QWEN2_5_VL_CHAT_TEMPLATE,
   type Qwen2_5VLConfig,
+  type QwenVisionConfig,
   readConfigJson,
   resolveNaming,
   ropeTablesMulti,
@@ -139,35 +140,37 @@ export function scatterFeatures(
   return out;
 }
 
-/** A Qwen2.5-VL model. */
-export class Qwen2_5VLModel extends DecoderLM {
-  /** The parsed config. */
-  readonly qwen: Qwen2_5VLConfig;
+/**
+ * What the Qwen2.5-VL and Qwen2.5-Omni thinker models share: the Qwen2 decoder driven by multi-section rotary
+ * positions, the Qwen vision tower (loaded once, on first use) and the image/video processor settings.
+ */
+export abstract class QwenVisionLM extends DecoderLM {
   /** Image processor settings (preprocessor_config.json). */
   readonly imageProcessor: Readonly<QwenVisionProcessorConfig>;
-  /** Video processor settings (video_preprocessor_config.json, else the image settings). */
+  /** Video processor settings. */
   readonly videoProcessor: Readonly<QwenVisionProcessorConfig>;
-  /** Checkpoint prefix of the vision tower ("visual" or "model.visual"). */
+  /** Checkpoint prefix of the vision tower ("visual", "model.visual" or "thinker.visual"). */
   readonly visualPrefix: string;
+  readonly #vision: QwenVisionConfig;
   readonly #sections: number[];
   #tower: QwenVisionWeights | undefined;
 
-  /** Creates the model (use {@link qwen2_5VlAdapter}.open). */
+  /** Checks the decoder's rotary sections against the head size (errors name the model's config.json). */
   constructor(
     init: DecoderLMInit,
-    qwen: Qwen2_5VLConfig,
+    vision: QwenVisionConfig,
     processors: { image: QwenVisionProcessorConfig; video: QwenVisionProcessorConfig },
     visualPrefix: string,
   ) {
     super(init);
-    this.qwen = qwen;
+    this.#vision = vision;
     this.imageProcessor = processors.image;
     this.videoProcessor = processors.video;
     this.visualPrefix = visualPrefix;
     this.#sections = checkQwenDecoder(init.text, `${init.dir}/config.json`);
   }
 
-  /** M-RoPE context of a text-only sequence (t = h = w = 0..T−1, identical to 1-D RoPE). */
+  /** Rotary context of a text-only sequence (t = h = w = 0..T−1, identical to 1-D RoPE). */
   override textContext(t: number): LayerContext {
     return this.positionContext(textPositions(t));
   }
@@ -184,15 +187,37 @@ export class Qwen2_5VLModel extends DecoderLM {
       (n, s) => this.readTensor(n, s),
       (n) => this.checkpoint.has(n),
       this.visualPrefix,
-      this.qwen.vision,
+      this.#vision,
     );
     return this.#tower;
   }
 
   /** Runs the vision tower on preprocessed patches: merged features [tokens, hidden] in processor order. */
   async visionTower(patches: QwenVisionPatches): Promise<Tensor> {
-    const w = await this.visionTowerWeights();
-    return qwenVisionForward(this.backend, this.qwen.vision, w, patches);
+    return qwenVisionForward(this.backend, this.#vision, await this.visionTowerWeights(), patches);
+  }
+
+  override close(): void {
+    if (this.#tower) disposeQwenVisionTower(this.#tower);
+    this.#tower = undefined;
+    super.close();
+  }
+}
+
+/** A Qwen2.5-VL model. */
+export class Qwen2_5VLModel extends QwenVisionLM {
+  /** The parsed config. */
+  readonly qwen: Qwen2_5VLConfig;
+
+  /** Creates the model (use {@link qwen2_5VlAdapter}.open). */
+  constructor(
+    init: DecoderLMInit,
+    qwen: Qwen2_5VLConfig,
+    processors: { image: QwenVisionProcessorConfig; video: QwenVisionProcessorConfig },
+    visualPrefix: string,
+  ) {
+    super(init, qwen.vision, processors, visualPrefix);
+    this.qwen = qwen;
   }
 
   /** Preprocesses an image or video of a sample with this model's processor settings. */
@@ -252,12 +277,6 @@ export class Qwen2_5VLModel extends DecoderLM {
     } finally {
       for (const f of features) f.dispose();
     }
-  }
-
-  override close(): void {
-    if (this.#tower) disposeQwenVisionTower(this.#tower);
-    this.#tower = undefined;
-    super.close();
   }
 }
 
