@@ -509,6 +509,18 @@ export async function quantizeCommand(args: QuantizeArgs, io: QuantizeIo = {}): 
       `calibration: ${prepared.length} samples, ${counts.text} text / ${counts.vision} vision / ${counts.audio} audio tokens; ` +
         `${r.method} ${scheme.name}${r.method === "masquant" ? ` (modalities ${mods.join(", ")})` : ""}`,
     );
+    // NaN or infinity anywhere in the checkpoint would make a NaN model: look before writing anything.
+    const bad = await model.checkpoint.findNonFinite((done, total) =>
+      progress.status(
+        `checking the weights for NaN/Inf: ${(done / 2 ** 30).toFixed(2)} of ${(total / 2 ** 30).toFixed(2)} GiB`,
+      )
+    );
+    if (bad) {
+      throw new NonFiniteError(
+        `tensor ${bad.tensor} holds a NaN or infinite value (element ${bad.index}) in ${bad.file}; ` +
+          `the checkpoint is damaged: download or convert it again`,
+      );
+    }
     // Nothing was written so far. From here on the run owns `out`.
     if (!args.resume) {
       if (args.overwrite && await exists(out)) await Deno.remove(out, { recursive: true });

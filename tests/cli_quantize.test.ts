@@ -1,9 +1,10 @@
 /**
  * `quantize` on bad input: every mistake stops the command with a non-zero exit code and exactly one line on
  * stderr that names the file, key or flag at fault and says what to do, before any work is done and without
- * leaving anything behind (no output directory, no partial files); NaN weights, found only when their layer is
- * reached, stop the run and remove its output. Also: `--help` lists every option, and
- * `--overwrite` replaces an existing output. Each case runs `deno run cli/main.ts quantize` as a subprocess.
+ * leaving anything behind (no output directory, no partial files). A NaN weight is refused the same way after
+ * the checkpoint scan (its progress lines come first); activations that overflow stop the run at their layer,
+ * which then removes its output. Also: `--help` lists every option, and `--overwrite` replaces an existing
+ * output. Each case runs `deno run cli/main.ts quantize` as a subprocess.
  */
 import { assert, assertEquals } from "@std/assert";
 import { USER_ERRORS } from "../cli/main.ts";
@@ -273,38 +274,75 @@ function safetensorsHeader(
   return { header, dataStart: 8 + headerLength };
 }
 
-/** Overwrites the first element of a tensor in a safetensors file with NaN, in place; returns its name. */
-async function poison(file: string, tensor: RegExp): Promise<string> {
+/** Sets the first element, or all, of an F32 tensor of a safetensors file to `value`, in place; returns its name. */
+async function overwrite(file: string, tensor: RegExp, value: number, all: boolean): Promise<string> {
   const bytes = await Deno.readFile(file);
   const { header, dataStart } = safetensorsHeader(bytes);
   const name = Object.keys(header).find((k) => tensor.test(k));
   assert(name, `no tensor matching ${tensor} in ${file}`);
-  const { dtype, data_offsets: [at] } = header[name];
-  const view = new DataView(bytes.buffer, dataStart + at);
-  if (dtype === "F32") view.setUint32(0, 0x7fc00000, true);
-  else if (dtype === "BF16") view.setUint16(0, 0x7fc0, true);
-  else if (dtype === "F16") view.setUint16(0, 0x7e00, true);
-  else throw new Error(`unexpected dtype ${dtype}`);
+  const { dtype, data_offsets: [from, to] } = header[name];
+  assertEquals(dtype, "F32", "the fixture writes float32");
+  const view = new DataView(bytes.buffer, dataStart + from, all ? to - from : 4);
+  for (let at = 0; at < view.byteLength; at += 4) view.setFloat32(at, value, true);
   await Deno.writeFile(file, bytes);
   return name;
 }
 
-Deno.test("quantize stops on a NaN weight, names the tensor and the model, and removes its output", async () => {
-  const model = `${ROOT}/nan-model`;
+/**
+ * Runs quantize on a fresh model whose tensor matching `tensor` is overwritten with `value`; checks the run
+ * fails with one error line mentioning each of `mentions(tensor name, file)` and leaves no file behind.
+ * Returns the error line.
+ */
+async function expectNonFiniteStop(
+  what: string,
+  tensor: RegExp,
+  value: number,
+  all: boolean,
+  mentions: (name: string, file: string) => string[],
+): Promise<string> {
+  const model = `${ROOT}/${what}-model`;
   await writeCliModel(model, { hidden: 64, intermediate: 172, layers: 2 });
   const file = (await listFiles(model)).find((f) => f.endsWith(".safetensors"));
   assert(file);
-  const name = await poison(`${model}/${file}`, /layers\.1\.mlp\.down_proj\.weight$/);
+  const name = await overwrite(`${model}/${file}`, tensor, value, all);
   const before = await listFiles(ROOT);
-  const out = `${ROOT}/nan-out`;
+  const out = `${ROOT}/${what}-out`;
   const r = await runQuantizeCli(["--model", model, "--calib", CALIB, "--out", out, ...FAST]);
   assertEquals(r.code, 1, r.stderr);
   assert(!/\n\s+at /.test(r.stderr), `a stack trace was printed:\n${r.stderr}`);
   const errors = r.stderr.split("\n").filter((l) => l.startsWith("error: "));
   assertEquals(errors.length, 1, r.stderr);
-  for (const m of [model, name, "NaN"]) assert(errors[0].includes(m), `the error should mention ${m}: ${errors[0]}`);
+  for (const m of mentions(name, `${model}/${file}`)) {
+    assert(errors[0].includes(m), `the error should mention ${m}: ${errors[0]}`);
+  }
   assert(!(await pathExists(out)), "the output directory was left behind");
   assertEquals(await listFiles(ROOT), before, "the failed run left files behind");
+  await Deno.remove(model, { recursive: true });
+  return errors[0];
+}
+
+Deno.test("quantize refuses a checkpoint with a NaN weight before any work, naming the file and the tensor", async () => {
+  const line = await expectNonFiniteStop(
+    "nan",
+    /layers\.1\.mlp\.down_proj\.weight$/,
+    NaN,
+    false,
+    (name, file) => [file, name, "NaN"],
+  );
+  assert(line.includes("download or convert it again"), line);
+  assert(!line.includes("nothing was left"), "the refusal comes before the run creates its output");
+});
+
+Deno.test("quantize stops when finite weights overflow the activations, and removes the output it started", async () => {
+  // Every element of layer 1's input norm at 3e38: the normed activations overflow float32 to infinity,
+  // which only the statistics of layer 1 can see, after layer 0 was written.
+  await expectNonFiniteStop(
+    "overflow",
+    /layers\.1\.input_layernorm\.weight$/,
+    3e38,
+    true,
+    () => ["layer 1", "NaN or infinite", "nothing was left in"],
+  );
 });
 
 /** Errors that only a bug can raise: the command line keeps their stack trace. */

@@ -818,3 +818,65 @@ sharedTest(
     ck.close();
   },
 );
+
+/** Whether element i of raw `dtype` bytes is finite, from each format's definition. */
+function refFinite(bytes: Uint8Array, dtype: SafetensorsDType, i: number): boolean {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  switch (dtype) {
+    case "F64":
+      return Number.isFinite(v.getFloat64(i * 8, true));
+    case "F32":
+      return Number.isFinite(v.getFloat32(i * 4, true));
+    case "F16":
+      return Number.isFinite(refHalfValue(v.getUint16(i * 2, true)));
+    case "BF16":
+      return Number.isFinite(refBf16Value(v.getUint16(i * 2, true)));
+    case "F8_E4M3": // fn variant: exponent 1111 with mantissa 111 is NaN; there is no infinity
+      return !(((bytes[i] >> 3) & 0xf) === 0xf && (bytes[i] & 7) === 7);
+    case "F8_E5M2": // exponent 11111 is infinity or NaN
+      return ((bytes[i] >> 2) & 0x1f) !== 0x1f;
+    default:
+      return true;
+  }
+}
+
+Deno.test("firstNonFinite finds the first NaN or infinity of every float dtype, reading in chunks", async () => {
+  const rng = new Rng(41);
+  const floats: SafetensorsDType[] = ["F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"];
+  await withTempDir(async (dir) => {
+    let found = 0, clean = 0;
+    for (let trial = 0; trial < 120; trial++) {
+      const dtype = floats[trial % floats.length];
+      const n = 1 + (rng.nextU32() % 700);
+      const data = new Uint8Array(n * DTYPE_SIZES[dtype]);
+      for (let j = 0; j < data.length; j++) data[j] = rng.nextU32() & 0xff;
+      // Half of the trials: make every element finite (clear the high exponent bits), then maybe plant one NaN
+      // (all bits set is NaN in every float format) anywhere, so late and chunk-crossing positions occur.
+      if (trial % 2 === 1) {
+        const size = DTYPE_SIZES[dtype];
+        for (let i = 0; i < n; i++) if (!refFinite(data, dtype, i)) data[(i + 1) * size - 1] &= 0x80;
+        const k = rng.nextU32() % n;
+        if (rng.nextU32() % 2) data.fill(0xff, k * size, (k + 1) * size);
+      }
+      let want = -1;
+      for (let i = 0; i < n && want < 0; i++) if (!refFinite(data, dtype, i)) want = i;
+      want < 0 ? clean++ : found++;
+      const path = `${dir}/t${trial}.safetensors`;
+      await writeSafetensors(path, [{ name: "w", dtype, shape: [n], data }, {
+        name: "ids",
+        dtype: "I32",
+        shape: [2],
+        data: new Int32Array([-1, 0x7fffffff]),
+      }]);
+      const f = await SafetensorsFile.open(path);
+      try {
+        const chunk = 8 * (1 + (rng.nextU32() % 40)) + (trial % 3); // odd chunk sizes round down to 8 bytes
+        assert.equal(await f.firstNonFinite("w", chunk), want, `${dtype}, ${n} elements, chunks of ${chunk} bytes`);
+        assert.equal(await f.firstNonFinite("ids"), -1, "integer tensors are never non-finite");
+      } finally {
+        f.close();
+      }
+    }
+    assert.ok(found > 20 && clean > 20, `found ${found}, clean ${clean}: both cases must be exercised`);
+  });
+});

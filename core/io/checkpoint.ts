@@ -188,6 +188,26 @@ export class Checkpoint {
     return await this.#file(name).readInt8(name);
   }
 
+  /**
+   * The first tensor (in file order, over all shards) holding a NaN or infinite value, with the element's
+   * index, or undefined when every float tensor is finite. Reads every float tensor once, in chunks;
+   * `onProgress` gets the bytes checked so far and the total.
+   */
+  async findNonFinite(
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<{ tensor: string; file: string; index: number } | undefined> {
+    const entries = this.#files.flatMap((f) => f.entries().map((e) => ({ f, e })));
+    const total = entries.reduce((s, { e }) => s + e.end - e.start, 0);
+    let done = 0;
+    for (const { f, e } of entries) {
+      const index = await f.firstNonFinite(e.name);
+      if (index >= 0) return { tensor: e.name, file: f.path, index };
+      done += e.end - e.start;
+      onProgress?.(done, total);
+    }
+    return undefined;
+  }
+
   /** Header bytes read on open, summed over files. */
   get headerBytes(): number {
     return this.#files.reduce((s, f) => s + f.headerBytes, 0);

@@ -456,6 +456,33 @@ export class SafetensorsFile {
     return run;
   }
 
+  /**
+   * Index of the first NaN or infinite element of tensor `name`, or -1 (also for integer dtypes). Reads the
+   * tensor in chunks of at most `chunkBytes`, so a large embedding never sits in memory whole.
+   */
+  firstNonFinite(name: string, chunkBytes = 64 << 20): Promise<number> {
+    let e: TensorEntry;
+    try {
+      e = this.entry(name);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const size = DTYPE_SIZES[e.dtype];
+    if (!FLOAT_EXPONENT_MASKS[e.dtype] || e.end === e.start) return Promise.resolve(-1);
+    const step = Math.max(8, chunkBytes - (chunkBytes % 8));
+    const run = this.#queue.then(async () => {
+      for (let at = e.start; at < e.end; at += step) {
+        const bytes = await readAt(this.#file, at, Math.min(step, e.end - at), this.path, name);
+        this.#tensorBytesRead += bytes.length;
+        const i = firstNonFiniteElement(bytes, e.dtype);
+        if (i >= 0) return (at - e.start) / size + i;
+      }
+      return -1;
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
   /** Tensor `name` widened to float32 (every dtype; integers above 2^24 round, I64/U64 via number). */
   async readFloat32(name: string): Promise<Float32Array<ArrayBuffer>> {
     const e = this.#checkDType(name, FLOAT_READABLE, "readFloat32");
@@ -539,6 +566,49 @@ async function readAt(
     done += n;
   }
   return out;
+}
+
+/**
+ * For each float dtype, the bits of one element (read as a little-endian word of the element's width; the
+ * high word for F64) that are all set exactly when it is NaN or infinite.
+ */
+const FLOAT_EXPONENT_MASKS: Partial<Record<SafetensorsDType, number>> = {
+  F64: 0x7ff00000,
+  F32: 0x7f800000,
+  F16: 0x7c00,
+  BF16: 0x7f80,
+  F8_E5M2: 0x7c,
+  F8_E4M3: 0x7f, // the "fn" variant: no infinities, NaN is S.1111.111
+};
+
+/** Index of the first NaN or infinite element in raw little-endian bytes of `dtype`, or -1 (integers: -1). */
+export function firstNonFiniteElement(bytes: Uint8Array, dtype: SafetensorsDType): number {
+  const mask = FLOAT_EXPONENT_MASKS[dtype];
+  if (mask === undefined) return -1;
+  const size = DTYPE_SIZES[dtype];
+  const n = Math.floor(bytes.byteLength / size);
+  if (size === 8 || bytes.byteOffset % size !== 0) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < n; i++) {
+      const w = size === 8
+        ? view.getUint32(i * 8 + 4, true)
+        : size === 4
+        ? view.getUint32(i * 4, true)
+        : size === 2
+        ? view.getUint16(i * 2, true)
+        : bytes[i];
+      if ((w & mask) === mask) return i;
+    }
+    return -1;
+  }
+  // Aligned: typed views over the words (the host is little-endian, as safetensors is).
+  const words = size === 4
+    ? new Uint32Array(bytes.buffer, bytes.byteOffset, n)
+    : size === 2
+    ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+    : bytes;
+  for (let i = 0; i < n; i++) if ((words[i] & mask) === mask) return i;
+  return -1;
 }
 
 /** Widens raw little-endian bytes of `dtype` to float32. */
